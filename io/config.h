@@ -1,0 +1,53 @@
+#pragma once
+// config: libconfig files validated against one schema table (io/config_schema.c) listing
+// every key with its type, range, default and meaning. Errors name file, line, key, value and
+// the allowed range; a missing required key is an error; an unknown key warns with the
+// nearest known key. `--set key=value` overrides go through the same table.
+// Keys are dotted paths ("train.lr" = group train, setting lr). Not collective: every rank
+// loads the same file itself.
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum cfg_type { CFG_INT, CFG_FLOAT, CFG_BOOL, CFG_STRING, CFG_FLOATS, CFG_INTS };
+
+typedef struct {
+    const char *key;         // "train.lr"
+    enum cfg_type type;
+    const char *def;         // default as text ("0.1", "true", "\"cosine\"" -> write cosine); NULL = required where used
+    double min, max;         // numeric range (inclusive) for numbers and list elements
+    const char *choices;     // for strings: "a|b|c", NULL = any
+    const char *help;        // one line
+} cfg_key;
+
+extern const cfg_key cfg_schema[];
+extern const int cfg_schema_len;
+
+typedef struct pl_cfg pl_cfg;
+
+// Loads `path` (NULL = defaults only), then applies `sets` ("key=value" each).
+// Returns 0 or a negative pl_err with the message in pl_last_error().
+int cfg_load(pl_cfg **out, const char *path, const char *const *sets, int nsets);
+void cfg_destroy(pl_cfg *c);   // accepts NULL
+
+// Getters for keys in the schema. A key without a value (required, not given) makes the
+// getter fail: use cfg_require first in a stage to report it cleanly.
+int cfg_require(const pl_cfg *c, const char *key);      // 0 or PL_ENOTFOUND naming file and key
+int cfg_has(const pl_cfg *c, const char *key);          // 1 if given or defaulted
+int64_t cfg_int(const pl_cfg *c, const char *key);
+double cfg_float(const pl_cfg *c, const char *key);
+int cfg_bool(const pl_cfg *c, const char *key);
+const char *cfg_str(const pl_cfg *c, const char *key);  // "" when unset
+int cfg_list_len(const pl_cfg *c, const char *key);
+double cfg_list_float(const pl_cfg *c, const char *key, int i);
+int cfg_set(pl_cfg *c, const char *assignment);         // "key=value", validated
+
+// The fully resolved config as libconfig text (every schema key that has a value), sorted by
+// key: what every output stores as provenance. Valid until the config changes.
+const char *cfg_text(const pl_cfg *c);
+const char *cfg_path(const pl_cfg *c);                  // file it came from ("" = none)
+// Hash of the values of the keys whose names start with one of the comma-separated prefixes
+// (e.g. "input.,preprocess.") — what decides whether a stage output is still current.
+uint64_t cfg_hash(const pl_cfg *c, const char *prefixes);
+// Writes the resolved config line by line to the log (rank 0 does it).
+void cfg_log(const pl_cfg *c);

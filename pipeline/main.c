@@ -1,0 +1,258 @@
+// mp3d: the command. Parses the command line, loads and validates the config, starts MPI,
+// dispatches to one stage and turns its result into the exit code. It decides nothing else.
+//
+//   mp3d <subcommand> [CONFIG] [--set key=value ...] [subcommand options]
+//
+// Exit codes: 0 ok, 1 failed run, 2 usage/config error, 75 preempted after a checkpoint.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mpi.h>
+
+#include "io/config.h"
+#include "io/fileio.h"
+#include "io/runlog.h"
+#include "nn/pl.h"
+#include "stages/stages.h"
+
+#ifndef MP3D_VERSION
+#define MP3D_VERSION "0.0.0"
+#endif
+#ifndef MP3D_GIT
+#define MP3D_GIT "unknown"
+#endif
+
+typedef struct {
+    const char *flag;   // "--out"
+    const char *key;    // config key it sets
+    const char *value;  // fixed value for switches (NULL = takes an argument)
+    const char *help;
+} cli_opt;
+
+enum cfg_need { CFG_NONE = 0, CFG_OPTIONAL = 1, CFG_REQUIRED = 2 };
+
+typedef struct {
+    const char *name;
+    int (*run)(const pl_cfg *, MPI_Comm);
+    enum cfg_need need;
+    int writes_output;       // checks output.dir is writable before starting
+    const char *positional;  // key for a positional argument instead of CONFIG (inspect)
+    const char *summary;
+    cli_opt opts[8];
+} subcommand;
+
+static const subcommand g_subs[] = {
+    {"synth", stage_synth_run, CFG_OPTIONAL, 1, NULL,
+     "write a deterministic demo cohort in the public DeepLesion / ImageNet / COCO layouts",
+     {{"--out", "output.dir", NULL, "output folder"},
+      {"--scale", "synth.scale", NULL, "tiny | small | medium"},
+      {"--seed", "run.seed", NULL, "random seed"},
+      {"--datasets", "synth.datasets", NULL, "comma-separated subset of deeplesion,imagenet,coco"}}},
+    {"preprocess", stage_preprocess_run, CFG_REQUIRED, 1, NULL,
+     "DeepLesion archives + DL_info.csv -> 9-slice int16 HDF5 shards, one per split", {{0}}},
+    {"vdt", stage_vdt_run, CFG_REQUIRED, 1, NULL,
+     "ImageNet / COCO archives -> pseudo-3D (1, 3, S, S) uint8 HDF5 shards", {{0}}},
+    {"train", stage_train_run, CFG_REQUIRED, 1, NULL,
+     "data-parallel training (VDT pre-training or lesion-detector fine-tuning)", {{0}}},
+    {"anchors", stage_anchors_run, CFG_REQUIRED, 1, NULL,
+     "derive anchor ratios and scales from the training boxes", {{0}}},
+    {"evaluate", stage_evaluate_run, CFG_REQUIRED, 1, NULL,
+     "detect on a split, score with FROC, write the report", {{0}}},
+    {"infer", stage_infer_run, CFG_OPTIONAL, 0, NULL,
+     "run a checkpoint on /input of an HDF5 file, write /output",
+     {{"--checkpoint", "infer.checkpoint", NULL, "checkpoint (.h5)"},
+      {"--input", "infer.input", NULL, "HDF5 with /input (N, 1, D, H, W) float32"},
+      {"--output", "infer.output", NULL, "HDF5 to write /output to"}}},
+    {"froc", stage_froc_run, CFG_OPTIONAL, 0, NULL,
+     "score a detections CSV against DL_info.csv with the DeepLesion FROC protocol",
+     {{"--truth", "eval.truth", NULL, "DL_info.csv"},
+      {"--detections", "eval.detections", NULL, "CSV File_name,x1,y1,x2,y2,score"},
+      {"--split", "eval.split", NULL, "train | val | test | all"},
+      {"--json", "eval.json", "true", "print the figures as one JSON object on stdout"},
+      {"--out", "output.dir", NULL, "also write the report under this folder"},
+      {"--iou-continuous", "eval.iou_plus1", "false", "IoU without +1 on widths (MP3D)"},
+      {"--keep-noisy", "eval.noisy", "keep", "keep lesions flagged Possibly_noisy (MP3D)"},
+      {"--fp-rule", "eval.fp_rule", NULL, "before_next (MULAN) | first_at (3DCE/MP3D)"}}},
+    {"inspect", stage_inspect_run, CFG_NONE, 0, "inspect.file",
+     "summarise any file mp3d wrote (shards, checkpoints, detections)", {{0}}},
+    {"run", stage_run_pipeline, CFG_REQUIRED, 0, NULL,
+     "run the stages a pipeline config lists, skipping complete ones",
+     {{"--dry-run", "pipeline.dry_run", "true", "print the plan and why each stage would run"}}},
+};
+static const int g_nsubs = (int)(sizeof g_subs / sizeof g_subs[0]);
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: mp3d <subcommand> [CONFIG] [--set key=value ...] [options]\n"
+               "       mp3d <subcommand> --help | mp3d --help | mp3d --version\n\nsubcommands:\n");
+    for (int i = 0; i < g_nsubs; i++) fprintf(f, "  %-11s %s\n", g_subs[i].name, g_subs[i].summary);
+    fprintf(f, "\nRun with mpirun -np N mp3d ... or srun mp3d ...; every rank gets the same arguments.\n"
+               "Exit codes: 0 ok, 1 run failed, 2 usage or config error, %d preempted (checkpoint written).\n",
+            MP3D_EXIT_PREEMPTED);
+}
+
+static void sub_usage(FILE *f, const subcommand *s) {
+    if (s->positional)
+        fprintf(f, "usage: mp3d %s FILE\n\n%s\n", s->name, s->summary);
+    else
+        fprintf(f, "usage: mp3d %s %s[--set key=value ...]%s\n\n%s\n", s->name,
+                s->need == CFG_REQUIRED ? "CONFIG " : s->need == CFG_OPTIONAL ? "[CONFIG] " : "",
+                s->opts[0].flag ? " [options]" : "", s->summary);
+    fprintf(f, "\noptions:\n");
+    if (!s->positional) {
+        fprintf(f, "  %-20s %s\n", "--set key=value", "override a config key (validated like the file)");
+        if (s->writes_output) fprintf(f, "  %-20s %s\n", "--force", "re-run even if the output is complete");
+    }
+    for (int i = 0; i < 8 && s->opts[i].flag; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s%s", s->opts[i].flag, s->opts[i].value ? "" : " X");
+        fprintf(f, "  %-20s %s (%s)\n", left, s->opts[i].help, s->opts[i].key);
+    }
+    fprintf(f, "  %-20s %s\n", "--help", "this text");
+}
+
+typedef struct {
+    const subcommand *sub;
+    const char *config;
+    char **sets;   // "key=value"
+    int nsets;
+} cli_args;
+
+// Parses argv; returns -1 to continue, or an exit code (help/version/usage) — before MPI_Init.
+static int parse_cli(cli_args *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    if (argc < 2) { usage(stderr); return 2; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
+    if (!strcmp(argv[1], "--version")) { printf("mp3d %s (git %s)\n", MP3D_VERSION, MP3D_GIT); return 0; }
+    for (int i = 0; i < g_nsubs; i++)
+        if (!strcmp(argv[1], g_subs[i].name)) a->sub = &g_subs[i];
+    if (!a->sub) {
+        fprintf(stderr, "mp3d: unknown subcommand '%s'\n\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+    a->sets = calloc((size_t)argc * 2 + 2, sizeof(char *));
+    if (!a->sets) return 1;
+    for (int i = 2; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) { sub_usage(stdout, a->sub); return 0; }
+        if (!strcmp(arg, "--set")) {
+            if (i + 1 >= argc) { fprintf(stderr, "mp3d %s: --set needs key=value\n", a->sub->name); return 2; }
+            a->sets[a->nsets++] = strdup(argv[++i]);
+            continue;
+        }
+        if (!strncmp(arg, "--set=", 6)) { a->sets[a->nsets++] = strdup(arg + 6); continue; }
+        if (!strcmp(arg, "--force") && a->sub->writes_output) { a->sets[a->nsets++] = strdup("run.force=true"); continue; }
+        const cli_opt *o = NULL;
+        for (int j = 0; j < 8 && a->sub->opts[j].flag; j++)
+            if (!strcmp(arg, a->sub->opts[j].flag)) o = &a->sub->opts[j];
+        if (o) {
+            const char *v = o->value;
+            if (!v) {
+                if (i + 1 >= argc) { fprintf(stderr, "mp3d %s: %s needs a value\n", a->sub->name, arg); return 2; }
+                v = argv[++i];
+            }
+            size_t n = strlen(o->key) + strlen(v) + 2;
+            char *s = malloc(n);
+            if (!s) return 1;
+            snprintf(s, n, "%s=%s", o->key, v);
+            a->sets[a->nsets++] = s;
+            continue;
+        }
+        if (arg[0] == '-') {
+            fprintf(stderr, "mp3d %s: unknown option '%s'\n\n", a->sub->name, arg);
+            sub_usage(stderr, a->sub);
+            return 2;
+        }
+        if (a->sub->positional && !a->config) {
+            size_t n = strlen(a->sub->positional) + strlen(arg) + 2;
+            char *s = malloc(n);
+            if (!s) return 1;
+            snprintf(s, n, "%s=%s", a->sub->positional, arg);
+            a->sets[a->nsets++] = s;
+            a->config = "";
+            continue;
+        }
+        if (a->config || a->sub->need == CFG_NONE) {
+            fprintf(stderr, "mp3d %s: unexpected argument '%s'\n\n", a->sub->name, arg);
+            sub_usage(stderr, a->sub);
+            return 2;
+        }
+        a->config = arg;
+    }
+    if (a->sub->positional && !a->config) {
+        fprintf(stderr, "mp3d %s: missing FILE\n\n", a->sub->name);
+        sub_usage(stderr, a->sub);
+        return 2;
+    }
+    if (a->sub->need == CFG_REQUIRED && !a->config) {
+        fprintf(stderr, "mp3d %s: missing CONFIG (a libconfig file, see configs/)\n\n", a->sub->name);
+        sub_usage(stderr, a->sub);
+        return 2;
+    }
+    if (a->config && !a->config[0]) a->config = NULL;
+    return -1;
+}
+
+static int level_of(const char *s) {
+    if (!strcmp(s, "debug")) return PL_DEBUG;
+    if (!strcmp(s, "warn")) return PL_WARN;
+    if (!strcmp(s, "error")) return PL_ERROR;
+    return PL_INFO;
+}
+
+int main(int argc, char **argv) {
+    cli_args a;
+    int code = parse_cli(&a, argc, argv);
+    if (code >= 0) return code;
+
+    MPI_Init(&argc, &argv);
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    pl_log_set_rank(rank);
+    // Every rank reads the same config and reaches the same verdict; rank 0 says it.
+    pl_set_error_echo(rank == 0);
+
+    pl_cfg *cfg = NULL;
+    double t0 = pl_time();
+    int rc = cfg_load(&cfg, a.config, (const char *const *)a.sets, a.nsets);
+    if (rc) {
+        code = MP3D_EXIT_USAGE;
+        goto done;
+    }
+    pl_log_set_level(level_of(cfg_str(cfg, "log.level")));
+    pl_set_error_echo(1);
+    LOG0("mp3d:%s version:%s git:%s ranks:%d config:%s", a.sub->name, MP3D_VERSION, MP3D_GIT, size,
+         a.config ? a.config : "-");
+    if (a.sub->need != CFG_NONE) cfg_log(cfg);
+
+    pl_metrics *metrics = NULL;
+    if (a.sub->writes_output) {
+        if (cfg_require(cfg, "output.dir")) { code = MP3D_EXIT_USAGE; goto done; }
+        // Rank 0 creates and probes the folder; everyone learns the verdict.
+        int ok = 1;
+        if (rank == 0) ok = pl_dir_writable(cfg_str(cfg, "output.dir")) == 0;
+        MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (!ok) { code = MP3D_EXIT_FAIL; goto done; }
+        if (metrics_open(&metrics, cfg_str(cfg, "output.dir"), rank == 0) == 0)
+            metrics_write(metrics, a.sub->name, "\"event\":\"start\",\"ranks\":%d,\"version\":\"%s\",\"git\":\"%s\"",
+                          size, MP3D_VERSION, MP3D_GIT);
+    }
+
+    code = a.sub->run(cfg, MPI_COMM_WORLD);
+    // Stages return the same code on every rank; take the worst in case one did not.
+    MPI_Allreduce(MPI_IN_PLACE, &code, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    LOG0("mp3d:%s exit:%d elapsed:%.2fs", a.sub->name, code, pl_time() - t0);
+    if (metrics) {
+        metrics_write(metrics, a.sub->name, "\"event\":\"end\",\"exit\":%d,\"elapsed_s\":%.3f", code, pl_time() - t0);
+        metrics_close(metrics);
+    }
+
+done:
+    cfg_destroy(cfg);
+    for (int i = 0; i < a.nsets; i++) free(a.sets[i]);
+    free(a.sets);
+    MPI_Finalize();
+    return code;
+}

@@ -1,0 +1,22 @@
+#pragma once
+// stages: one entry point per `mp3d` subcommand. Each is collective over `comm` (every rank
+// calls it with the same config) and returns the process exit code: 0 success, 1 failure
+// (input untrustworthy, too many bad samples, I/O failure), 2 usage/config error,
+// MP3D_EXIT_PREEMPTED when stopped by SIGTERM/SIGUSR1 after writing a checkpoint.
+// Stages log with the rank tag and never call exit(); pipeline/ turns the code into the exit.
+
+#include <mpi.h>
+#include "io/config.h"
+
+enum { MP3D_EXIT_OK = 0, MP3D_EXIT_FAIL = 1, MP3D_EXIT_USAGE = 2, MP3D_EXIT_PREEMPTED = 75 };
+
+int stage_synth_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_vdt_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_train_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_anchors_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_evaluate_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_infer_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_froc_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_inspect_run(const pl_cfg *cfg, MPI_Comm comm);
+int stage_run_pipeline(const pl_cfg *cfg, MPI_Comm comm);

@@ -1,0 +1,196 @@
+// Config loading and validation: each error kind with its message, --set overrides, lists,
+// resolved-text round trip, unknown-key warnings with the nearest key, per-stage hashes.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "io/config.h"
+#include "nn/pl.h"
+
+static int g_fail = 0;
+#define CHECK(cond, ...)                                                   \
+    do {                                                                   \
+        if (!(cond)) {                                                     \
+            g_fail++;                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                  \
+            fprintf(stderr, "\n");                                         \
+        }                                                                  \
+    } while (0)
+
+static char g_dir[256];
+
+static const char *write_cfg(const char *name, const char *text) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) { perror(path); exit(1); }
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+// Loads text expecting failure; checks rc and that every needle is in the message.
+static void expect_error(const char *text, int want_rc, const char *n1, const char *n2, const char *n3) {
+    const char *p = write_cfg("bad.cfg", text);
+    pl_cfg *c = NULL;
+    pl_clear_error();
+    int rc = cfg_load(&c, p, NULL, 0);
+    const char *m = pl_last_error();
+    CHECK(rc == want_rc, "rc %d want %d for [%s] msg [%s]", rc, want_rc, text, m);
+    CHECK(c == NULL, "config returned on error");
+    const char *needles[3] = {n1, n2, n3};
+    for (int i = 0; i < 3; i++)
+        if (needles[i]) CHECK(strstr(m, needles[i]) != NULL, "message [%s] lacks [%s]", m, needles[i]);
+    cfg_destroy(c);
+}
+
+int main(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/mp3d_test_config_%d", (int)getpid());
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", g_dir);
+    if (system(cmd) != 0) return 1;
+    pl_set_error_echo(0);
+
+    // --- each error kind, message names file:line, key, value and the allowed range ---
+    expect_error("train = {\n  batch = 8;\n  lr = -0.1;\n};\n", PL_ERANGE, "bad.cfg:3", "train.lr = -0.1", "[1e-09, 100]");
+    expect_error("train = { lr = \"fast\"; };\n", PL_EINVAL, "bad.cfg:1", "train.lr = \"fast\"", "must be a number");
+    expect_error("train = { batch = 3.5; };\n", PL_EINVAL, "train.batch", "is a float", "must be an integer");
+    expect_error("synth = { scale = \"huge\"; };\n", PL_EINVAL, "synth.scale = \"huge\"", "tiny|small|medium", NULL);
+    expect_error("train = {\n lr = ;\n};\n", PL_EFORMAT, "bad.cfg:2", "syntax error", NULL);
+    expect_error("det = { anchor_ratios = [0.5, 100.0]; };\n", PL_ERANGE, "det.anchor_ratios", "100", "[0.05, 20]");
+    expect_error("run = { force = 3; };\n", PL_EINVAL, "run.force", "true or false", NULL);
+    {
+        pl_cfg *c = NULL;
+        int rc = cfg_load(&c, "/nonexistent/x.cfg", NULL, 0);
+        CHECK(rc == PL_EIO && strstr(pl_last_error(), "/nonexistent/x.cfg"), "missing file: rc %d [%s]", rc, pl_last_error());
+    }
+
+    // --- required key missing ---
+    {
+        const char *p = write_cfg("ok.cfg", "train = { lr = 0.05; };\n");
+        pl_cfg *c = NULL;
+        int rc = cfg_load(&c, p, NULL, 0);
+        CHECK(rc == 0, "load ok.cfg: %d %s", rc, pl_last_error());
+        rc = cfg_require(c, "output.dir");
+        CHECK(rc == PL_ENOTFOUND, "require output.dir rc %d", rc);
+        CHECK(strstr(pl_last_error(), "missing required key 'output.dir'") && strstr(pl_last_error(), "ok.cfg"),
+              "msg [%s]", pl_last_error());
+        CHECK(cfg_float(c, "train.lr") == 0.05, "lr %g", cfg_float(c, "train.lr"));
+        CHECK(cfg_int(c, "train.batch") == 256, "default batch %lld", (long long)cfg_int(c, "train.batch"));
+        cfg_destroy(c);
+    }
+
+    // --- --set overrides: beat the file, validated by the same table ---
+    {
+        const char *p = write_cfg("ok2.cfg", "train = { lr = 0.05; batch = 16; };\noutput = { dir = \"/tmp/a\"; };\n");
+        const char *sets[] = {"train.lr=0.5", "output.dir=/tmp/b", "det.anchor_ratios=[1, 2.5]", "run.force=true",
+                              "synth.scale=tiny"};
+        pl_cfg *c = NULL;
+        int rc = cfg_load(&c, p, sets, 5);
+        CHECK(rc == 0, "load with sets: %d %s", rc, pl_last_error());
+        if (c) {
+            CHECK(cfg_float(c, "train.lr") == 0.5, "lr %g", cfg_float(c, "train.lr"));
+            CHECK(cfg_int(c, "train.batch") == 16, "batch %lld", (long long)cfg_int(c, "train.batch"));
+            CHECK(!strcmp(cfg_str(c, "output.dir"), "/tmp/b"), "dir %s", cfg_str(c, "output.dir"));
+            CHECK(cfg_list_len(c, "det.anchor_ratios") == 2 && cfg_list_float(c, "det.anchor_ratios", 1) == 2.5, "ratios");
+            CHECK(cfg_bool(c, "run.force") == 1, "force");
+            CHECK(!strcmp(cfg_str(c, "synth.scale"), "tiny"), "scale");
+            CHECK(cfg_require(c, "output.dir") == 0, "require after set");
+            rc = cfg_set(c, "train.lr=-3");
+            CHECK(rc == PL_ERANGE && strstr(pl_last_error(), "--set train.lr") && strstr(pl_last_error(), "-3"),
+                  "bad set: %d [%s]", rc, pl_last_error());
+            CHECK(cfg_float(c, "train.lr") == 0.5, "value kept after a rejected --set");
+            rc = cfg_set(c, "train.lrr=1");
+            CHECK(rc == PL_EINVAL && strstr(pl_last_error(), "did you mean 'train.lr'"), "unknown set [%s]", pl_last_error());
+            rc = cfg_set(c, "train.batch=abc");
+            CHECK(rc == PL_EINVAL && strstr(pl_last_error(), "'abc'"), "non-int set [%s]", pl_last_error());
+            rc = cfg_set(c, "novalue");
+            CHECK(rc == PL_EINVAL && strstr(pl_last_error(), "key=value"), "[%s]", pl_last_error());
+        }
+        cfg_destroy(c);
+    }
+
+    // --- unknown key: a warning naming the nearest known key, not an error ---
+    {
+        const char *p = write_cfg("warn.cfg", "train = { lr = 0.05; momentun = 0.8; };\n");
+        char logpath[512];
+        snprintf(logpath, sizeof logpath, "%s/stderr.txt", g_dir);
+        fflush(stderr);
+        int saved = dup(2);
+        FILE *lf = freopen(logpath, "w", stderr);
+        CHECK(lf != NULL, "freopen");
+        pl_cfg *c = NULL;
+        int rc = cfg_load(&c, p, NULL, 0);
+        fflush(stderr);
+        dup2(saved, 2);
+        close(saved);
+        CHECK(rc == 0, "unknown key must not fail: %d", rc);
+        FILE *f = fopen(logpath, "r");
+        char buf[2048] = {0};
+        if (f) { size_t n = fread(buf, 1, sizeof buf - 1, f); buf[n] = 0; fclose(f); }
+        CHECK(strstr(buf, "warn.cfg:1") && strstr(buf, "train.momentun") && strstr(buf, "did you mean 'train.momentum'"),
+              "warning text [%s]", buf);
+        CHECK(c && cfg_float(c, "train.momentum") == 0.9, "momentum default kept");
+        cfg_destroy(c);
+    }
+
+    // --- resolved text round trip and stage hashes ---
+    {
+        const char *sets[] = {"output.dir=/tmp/q \"quoted\"", "train.lr=0.1", "det.train_sizes=[128,160]"};
+        pl_cfg *a = NULL, *b = NULL;
+        int rc = cfg_load(&a, NULL, sets, 3);
+        CHECK(rc == 0, "defaults+sets: %d", rc);
+        const char *ta = cfg_text(a);
+        const char *p = write_cfg("resolved.cfg", ta);
+        rc = cfg_load(&b, p, NULL, 0);
+        CHECK(rc == 0, "re-read resolved: %d %s", rc, pl_last_error());
+        if (a && b) {
+            // The re-read text names its source file in the first line; compare from line 2.
+            const char *la = strchr(ta, '\n'), *lb = strchr(cfg_text(b), '\n');
+            CHECK(la && lb && !strcmp(la, lb), "round trip differs");
+            CHECK(!strcmp(cfg_str(b, "output.dir"), "/tmp/q \"quoted\""), "quoted string [%s]", cfg_str(b, "output.dir"));
+            CHECK(cfg_list_len(b, "det.train_sizes") == 2 && cfg_list_float(b, "det.train_sizes", 0) == 128, "int list");
+            CHECK(strstr(ta, "  lr = 0.1;") != NULL, "shortest float formatting");
+            uint64_t h1 = cfg_hash(a, "preprocess.,input.");
+            cfg_set(a, "train.lr=0.2");
+            CHECK(cfg_hash(a, "preprocess.,input.") == h1, "train key changed a preprocess hash");
+            cfg_set(a, "preprocess.num_slices=7");
+            CHECK(cfg_hash(a, "preprocess.,input.") != h1, "preprocess key did not change its hash");
+        }
+        cfg_destroy(a);
+        cfg_destroy(b);
+    }
+
+    // --- every configs/*.cfg in the repository loads cleanly ---
+    {
+        const char *src = getenv("MP3D_SOURCE_DIR");
+        if (src) {
+            char list[1024];
+            snprintf(list, sizeof list, "ls %s/configs/*.cfg 2>/dev/null > %s/cfgs.txt", src, g_dir);
+            if (system(list) == 0) {
+                char lp[512];
+                snprintf(lp, sizeof lp, "%s/cfgs.txt", g_dir);
+                FILE *f = fopen(lp, "r");
+                char line[1024];
+                int n = 0;
+                while (f && fgets(line, sizeof line, f)) {
+                    line[strcspn(line, "\n")] = 0;
+                    pl_cfg *c = NULL;
+                    int rc = cfg_load(&c, line, NULL, 0);
+                    CHECK(rc == 0, "%s: %s", line, pl_last_error());
+                    cfg_destroy(c);
+                    n++;
+                }
+                if (f) fclose(f);
+                printf("configs checked: %d\n", n);
+            }
+        }
+    }
+
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    if (system(cmd) != 0) g_fail++;
+    printf("test_config: %s (%d failures)\n", g_fail ? "FAIL" : "ok", g_fail);
+    return g_fail ? 1 : 0;
+}
