@@ -273,6 +273,7 @@ static int walk(pl_cfg *c, config_setting_t *grp, const char *prefix, const char
         char where[320];
         snprintf(where, sizeof where, "%s:%d", file, config_setting_source_line(s));
         int ki = key_index(key);
+        if (ki < 0 && !strcmp(key, "pipeline.stages")) continue;  // read by cfg_pipeline_read
         if (ki < 0 && config_setting_type(s) == CONFIG_TYPE_GROUP) {
             int rc = walk(c, s, key, file);
             if (rc) return rc;
@@ -545,4 +546,131 @@ void cfg_log(const pl_cfg *c) {
         }
         p = e ? e + 1 : p + len;
     }
+}
+
+int cfg_overrides(const pl_cfg *c, char ***out) {
+    *out = NULL;
+    int n = 0;
+    for (int i = 0; i < cfg_schema_len; i++)
+        if (c->vals[i].set && !strncmp(c->vals[i].origin, "--set", 5)) n++;
+    if (!n) return 0;
+    char **v = pl_calloc((size_t)n, sizeof(char *), "overrides");
+    if (!v) return 0;
+    int j = 0;
+    for (int i = 0; i < cfg_schema_len; i++) {
+        if (!c->vals[i].set || strncmp(c->vals[i].origin, "--set", 5)) continue;
+        sbuf b = {0};
+        sb_printf(&b, "%s=", cfg_schema[i].key);
+        if (cfg_schema[i].type == CFG_STRING) sb_printf(&b, "%s", c->vals[i].s ? c->vals[i].s : "");
+        else sb_value(&b, &cfg_schema[i], &c->vals[i]);
+        v[j++] = b.p;
+    }
+    *out = v;
+    return j;
+}
+
+static int read_strings(config_setting_t *grp, const char *name, char ***out, int *n, const char *where) {
+    *out = NULL;
+    *n = 0;
+    config_setting_t *s = config_setting_get_member(grp, name);
+    if (!s) return 0;
+    int t = config_setting_type(s);
+    if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
+        return pl_fail(PL_EINVAL, "%s:%d: '%s' must be a list of strings", where, config_setting_source_line(s), name);
+    int len = config_setting_length(s);
+    *out = pl_calloc((size_t)(len ? len : 1), sizeof(char *), "pipeline strings");
+    if (!*out) return PL_ENOMEM;
+    for (int i = 0; i < len; i++) {
+        const char *v = config_setting_get_string_elem(s, i);
+        if (!v) return pl_fail(PL_EINVAL, "%s:%d: '%s' element %d is not a string", where, config_setting_source_line(s), name, i);
+        (*out)[(*n)++] = pl_strdup(v);
+    }
+    return 0;
+}
+
+void cfg_pipeline_free(cfg_stage *st, int n) {
+    if (!st) return;
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < st[i].nsets; j++) free(st[i].sets[j]);
+        for (int j = 0; j < st[i].nafter; j++) free(st[i].after[j]);
+        free(st[i].sets);
+        free(st[i].after);
+    }
+    free(st);
+}
+
+int cfg_pipeline_read(const char *path, cfg_stage **stages, int *n) {
+    *stages = NULL;
+    *n = 0;
+    config_t lc;
+    config_init(&lc);
+    int rc = 0;
+    cfg_stage *st = NULL;
+    int ns = 0, len = 0;
+    if (!config_read_file(&lc, path)) {
+        rc = pl_fail(PL_EFORMAT, "%s:%d: %s", path, config_error_line(&lc), config_error_text(&lc));
+        goto done;
+    }
+    config_setting_t *list = config_lookup(&lc, "pipeline.stages");
+    if (!list || config_setting_type(list) != CONFIG_TYPE_LIST) {
+        rc = pl_fail(PL_ENOTFOUND, "%s: missing required key 'pipeline.stages' (a list of stage groups: ( { name = ...; command = ...; }, ... ))", path);
+        goto done;
+    }
+    len = config_setting_length(list);
+    st = pl_calloc((size_t)(len ? len : 1), sizeof *st, "pipeline stages");
+    if (!st) { rc = PL_ENOMEM; goto done; }
+    for (int i = 0; i < len; i++, ns++) {
+        config_setting_t *g = config_setting_get_elem(list, (unsigned)i);
+        int line = config_setting_source_line(g);
+        if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+            rc = pl_fail(PL_EINVAL, "%s:%d: pipeline.stages element %d must be a group { name = ...; command = ...; }", path, line, i);
+            goto done;
+        }
+        const char *name = NULL, *cmd = NULL, *conf = NULL;
+        config_setting_lookup_string(g, "name", &name);
+        config_setting_lookup_string(g, "command", &cmd);
+        config_setting_lookup_string(g, "config", &conf);
+        if (!name || !cmd) {
+            rc = pl_fail(PL_ENOTFOUND, "%s:%d: pipeline.stages element %d needs name and command", path, line, i);
+            goto done;
+        }
+        snprintf(st[i].name, sizeof st[i].name, "%s", name);
+        snprintf(st[i].command, sizeof st[i].command, "%s", cmd);
+        if (conf && conf[0]) {
+            if (conf[0] == '/') snprintf(st[i].config, sizeof st[i].config, "%s", conf);
+            else {
+                const char *slash = strrchr(path, '/');
+                if (slash) snprintf(st[i].config, sizeof st[i].config, "%.*s/%s", (int)(slash - path), path, conf);
+                else snprintf(st[i].config, sizeof st[i].config, "%s", conf);
+            }
+        }
+        int ranks = 0;
+        config_setting_lookup_int(g, "ranks", &ranks);
+        if (ranks < 0) {
+            rc = pl_fail(PL_ERANGE, "%s:%d: stage '%s': ranks = %d (must be >= 0; 0 = all ranks)", path, line, name, ranks);
+            goto done;
+        }
+        st[i].ranks = ranks;
+        if ((rc = read_strings(g, "set", &st[i].sets, &st[i].nsets, path))) goto done;
+        if ((rc = read_strings(g, "after", &st[i].after, &st[i].nafter, path))) goto done;
+        for (int j = 0; j < i; j++)
+            if (!strcmp(st[j].name, st[i].name)) {
+                rc = pl_fail(PL_EINVAL, "%s:%d: stage name '%s' used twice", path, line, name);
+                goto done;
+            }
+        for (int a = 0; a < st[i].nafter; a++) {
+            int found = 0;
+            for (int j = 0; j < i; j++) found |= !strcmp(st[j].name, st[i].after[a]);
+            if (!found) {
+                rc = pl_fail(PL_EINVAL, "%s:%d: stage '%s': after = '%s' names no earlier stage", path, line, name, st[i].after[a]);
+                goto done;
+            }
+        }
+    }
+done:
+    config_destroy(&lc);
+    if (rc) { cfg_pipeline_free(st, ns + 1 > len ? len : ns + 1); return rc; }
+    *stages = st;
+    *n = ns;
+    return 0;
 }

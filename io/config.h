@@ -51,3 +51,23 @@ const char *cfg_path(const pl_cfg *c);                  // file it came from (""
 uint64_t cfg_hash(const pl_cfg *c, const char *prefixes);
 // Writes the resolved config line by line to the log (rank 0 does it).
 void cfg_log(const pl_cfg *c);
+
+// "key=value" texts of the values that came from --set (for passing run-level overrides on to
+// the stages of a pipeline). Returns the count; *out is an array of malloc'ed strings.
+int cfg_overrides(const pl_cfg *c, char ***out);
+
+// A pipeline config's stage list:
+//   pipeline = { dir = "results/demo";
+//                stages = ( { name = "prep"; command = "preprocess"; config = "x.cfg";
+//                             set = ["output.dir=@dir/prep"]; after = ["synth"]; ranks = 0; }, ... ); };
+// `config` is relative to the pipeline file's folder; "@dir" in set values is the run folder.
+typedef struct {
+    char name[64];
+    char command[32];
+    char config[1024];      // "" = defaults only
+    char **sets; int nsets;
+    char **after; int nafter;
+    int ranks;              // 0 = all ranks
+} cfg_stage;
+int cfg_pipeline_read(const char *path, cfg_stage **stages, int *n);
+void cfg_pipeline_free(cfg_stage *stages, int n);

@@ -103,7 +103,8 @@ const cfg_key cfg_schema[] = {
     {"inspect.file", CFG_STRING, "\"\"", 0, 0, ANY, "file summarised by mp3d inspect"},
 
     // --- pipeline ----------------------------------------------------------------------
-    {"pipeline.stages", CFG_STRING, "\"\"", 0, 0, ANY, "stages mp3d run executes, comma-separated"},
+    {"pipeline.dir", CFG_STRING, "\"\"", 0, 0, ANY, "run folder of mp3d run (\"@dir\" in stage settings)"},
+    {"pipeline.only", CFG_STRING, "\"\"", 0, 0, ANY, "run only these stages (comma-separated names); empty = all"},
     {"pipeline.dry_run", CFG_BOOL, "false", 0, 0, ANY, "print the plan only"},
 };
 const int cfg_schema_len = (int)(sizeof cfg_schema / sizeof cfg_schema[0]);

@@ -78,7 +78,9 @@ static const subcommand g_subs[] = {
      "summarise any file mp3d wrote (shards, checkpoints, detections)", {{0}}},
     {"run", stage_run_pipeline, CFG_REQUIRED, 0, NULL,
      "run the stages a pipeline config lists, skipping complete ones",
-     {{"--dry-run", "pipeline.dry_run", "true", "print the plan and why each stage would run"}}},
+     {{"--dry-run", "pipeline.dry_run", "true", "print the plan and why each stage would run"},
+      {"--only", "pipeline.only", NULL, "run only these stages (comma-separated names)"},
+      {"--force", "run.force", "true", "re-run every stage even if complete"}}},
 };
 static const int g_nsubs = (int)(sizeof g_subs / sizeof g_subs[0]);
 
