@@ -1,0 +1,120 @@
+// train_ckpt: nn_params <-> io/h5ckpt. Groups: /params (trainable, PyTorch names), /buffers
+// (BatchNorm running statistics, num_batches_tracked), /optim/momentum (SGD buffers, same names).
+#include "stages/train_ckpt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/h5ckpt.h"
+#include "nn/pl.h"
+
+#ifndef MP3D_VERSION
+#define MP3D_VERSION "0.1.0"
+#endif
+
+// Tensor views of one kind of entry; `momentum` selects the momentum buffer of NN_PARAMs.
+static ckpt_tensor *views(const nn_params *p, enum nn_param_kind kind, int momentum, int *n) {
+    ckpt_tensor *t = pl_calloc((size_t)(p->n ? p->n : 1), sizeof *t, "checkpoint views");
+    *n = 0;
+    if (!t) return NULL;
+    for (int i = 0; i < p->n; i++) {
+        const nn_param_info *e = &p->info[i];
+        if (e->kind != kind) continue;
+        ckpt_tensor *v = &t[(*n)++];
+        v->name = e->name;
+        v->ndim = e->ndim;
+        for (int d = 0; d < e->ndim; d++) v->shape[d] = e->shape[d];
+        v->data = kind == NN_BUFFER ? p->buffers + e->offset : (momentum ? p->momentum : p->params) + e->offset;
+    }
+    return t;
+}
+
+int train_ckpt_save(const train_state *st, const nn_params *p, const pl_cfg *cfg, MPI_Comm comm) {
+    const char *dir = cfg_str(cfg, "output.dir");
+    ckpt_writer *w = NULL;
+    int np = 0, nb = 0, nm = 0, rc;
+    ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb), *tm = views(p, NN_PARAM, 1, &nm);
+    if (!tp || !tb || !tm) { rc = PL_ENOMEM; goto done; }
+    if ((rc = ckpt_writer_open(&w, dir, st->step, comm))) goto done;
+    if ((rc = ckpt_write_tensors(w, "/params", tp, np))) goto done;
+    if (nb && (rc = ckpt_write_tensors(w, "/buffers", tb, nb))) goto done;
+    if ((rc = ckpt_write_tensors(w, "/optim/momentum", tm, nm))) goto done;
+    ckpt_state s;
+    ckpt_state_init(&s);
+    s.step = st->step;
+    if ((rc = ckpt_write_state(w, &s))) goto done;
+    if ((rc = ckpt_write_text(w, "config", cfg_text(cfg)))) goto done;
+    if ((rc = ckpt_write_text(w, "mp3d_version", MP3D_VERSION))) goto done;
+    rc = ckpt_writer_commit(w, (int)cfg_int(cfg, "train.ckpt_keep"), NULL, 0);
+    w = NULL;
+done:
+    if (w) ckpt_writer_abort(w);
+    free(tp);
+    free(tb);
+    free(tm);
+    return rc;
+}
+
+// model.init_from: parameters (and buffers) by name; momentum starts fresh.
+static int init_from(nn_params *p, const char *path, MPI_Comm comm) {
+    ckpt_reader *r = NULL;
+    int rc = ckpt_open(&r, path, comm, 0);
+    if (rc) return rc;
+    int np = 0, nb = 0;
+    ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb);
+    int *sp = pl_calloc((size_t)(np + 1), sizeof(int), "status"), *sb = pl_calloc((size_t)(nb + 1), sizeof(int), "status");
+    ckpt_match_report rp = {0}, rb = {0};
+    if (!tp || !tb || !sp || !sb) { rc = PL_ENOMEM; goto done; }
+    if ((rc = ckpt_read_matching(r, "/params", tp, np, sp, &rp))) goto done;
+    if (nb && ckpt_read_matching(r, "/buffers", tb, nb, sb, &rb) == 0) { /* buffers are optional */ }
+    for (int i = 0; i < np; i++)
+        if (sp[i] != CKPT_LOADED)
+            LOG0("init_from: %s %s", tp[i].name, sp[i] == CKPT_ABSENT ? "absent: kept its fresh initialisation" : "shape differs: kept its fresh initialisation");
+    LOG0("init_from: file:%s loaded:%d absent:%d shape_mismatch:%d unused_in_file:%d buffers_loaded:%d",
+         path, rp.loaded, rp.absent, rp.mismatched, rp.unused, rb.loaded);
+done:
+    free(tp);
+    free(tb);
+    free(sp);
+    free(sb);
+    ckpt_close(r);
+    return rc;
+}
+
+int train_ckpt_resume(train_state *st, nn_params *p, const pl_cfg *cfg, MPI_Comm comm) {
+    memset(st, 0, sizeof *st);
+    int size = 1;
+    MPI_Comm_size(comm, &size);
+    st->world_size = size;
+    ckpt_reader *r = NULL;
+    int skipped = 0;
+    int rc = ckpt_open_latest(&r, cfg_str(cfg, "output.dir"), comm, &skipped);
+    if (rc == PL_ENOTFOUND) {
+        const char *src = cfg_str(cfg, "model.init_from");
+        if (src[0]) {
+            rc = init_from(p, src, comm);
+            if (rc) return rc;
+        }
+        return 0;
+    }
+    if (rc) return rc;
+    if (skipped) LOG0("resume: skipped %d invalid newer checkpoint(s) (see warnings above)", skipped);
+    int np = 0, nb = 0, nm = 0;
+    ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb), *tm = views(p, NN_PARAM, 1, &nm);
+    ckpt_state s;
+    if (!tp || !tb || !tm) { rc = PL_ENOMEM; goto done; }
+    if ((rc = ckpt_read_tensors(r, "/params", tp, np))) goto done;
+    if (nb && (rc = ckpt_read_tensors(r, "/buffers", tb, nb))) goto done;
+    if ((rc = ckpt_read_tensors(r, "/optim/momentum", tm, nm))) goto done;
+    if ((rc = ckpt_read_state(r, &s))) goto done;
+    st->step = s.step;
+    st->world_size = (int)s.world_size;
+    snprintf(st->from, sizeof st->from, "ckpt_%08lld.h5", (long long)s.step);
+    rc = 1;
+done:
+    free(tp);
+    free(tb);
+    free(tm);
+    ckpt_close(r);
+    return rc;
+}

@@ -1,0 +1,21 @@
+#pragma once
+// train_ckpt: the trainer's checkpoints — nn_params (parameters, momentum, buffers) plus the
+// training state, written collectively through io/h5ckpt into output.dir, and resumed from
+// the newest valid one. With no checkpoint, model.init_from (if set) is loaded by name.
+// Collective over comm.
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "io/config.h"
+#include "nn/params.h"
+
+typedef struct {
+    int64_t step;          // optimizer steps done (the data position is derived from it)
+    int world_size;        // ranks of the run that wrote the checkpoint
+    char from[1024];       // file resumed from ("" = fresh start)
+} train_state;
+
+// 1 = resumed, 0 = fresh start (init_from applied if set), negative = error (message logged).
+int train_ckpt_resume(train_state *st, nn_params *p, const pl_cfg *cfg, MPI_Comm comm);
+int train_ckpt_save(const train_state *st, const nn_params *p, const pl_cfg *cfg, MPI_Comm comm);

@@ -1,0 +1,39 @@
+#pragma once
+// trainer: synchronous data-parallel training, task-agnostic. A task supplies the network's
+// parameters, one training step on a rank's share of a global batch (forward, loss, backward
+// with the gradient all-reduce hooked in), and validation; the trainer owns the loop: the
+// epoch permutation (identical on every rank, seeded), batch cutting, lr schedule, clipping,
+// SGD, logging and metrics, checkpoints (parallel HDF5), resume, preemption signals.
+// Collective over comm: every rank calls everything.
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "io/config.h"
+#include "io/runlog.h"
+#include "nn/params.h"
+#include "stages/gradsync.h"
+
+typedef struct train_task train_task;
+struct train_task {
+    const char *name;                  // "classify", "detect"
+    void *ctx;
+    nn_params *params;                 // the model's parameters, grads, momentum, buffers
+    int64_t n_train;                   // training samples
+    // Runs forward + loss + backward for samples idx[0..n) of `epoch` (n may be 0: then the
+    // grads are zeroed). The local loss is scaled by loss_scale (= n / global batch) so the
+    // all-reduced SUM is the global mean. Must call gradsync_begin/ready (through the nn
+    // callback)/finish. Writes the summed (unscaled) per-sample loss and the seconds spent
+    // reading/augmenting data.
+    int (*step)(train_task *t, const int64_t *idx, int n, int64_t epoch, double loss_scale,
+                gradsync *gs, double *loss_sum, double *data_s);
+    // Validation sharded over comm; writes a JSON fragment of metrics ("\"top1\":0.93,...")
+    // and a one-line summary for the log, identical on every rank.
+    int (*validate)(train_task *t, MPI_Comm comm, char *json, size_t json_cap, char *line, size_t line_cap);
+    void (*destroy)(train_task *t);
+};
+
+int task_classify_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
+
+// The loop. Returns an exit code (stages/stages.h), identical on every rank.
+int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm);
