@@ -308,7 +308,8 @@ int cfg_set(pl_cfg *c, const char *assignment) {
     return parse_text(&c->vals[ki], &cfg_schema[ki], eq + 1, where);
 }
 
-int cfg_load(pl_cfg **out, const char *path, const char *const *sets, int nsets) {
+// Loads from a file (path) or from text (text != NULL; path is then only a label).
+static int load_any(pl_cfg **out, const char *path, const char *text, const char *const *sets, int nsets) {
     *out = NULL;
     pl_cfg *c = pl_calloc(1, sizeof *c, "config");
     if (!c) return PL_ENOMEM;
@@ -320,23 +321,24 @@ int cfg_load(pl_cfg **out, const char *path, const char *const *sets, int nsets)
         rc = parse_text(&c->vals[i], &cfg_schema[i], cfg_schema[i].def, "default");
         PL_ASSERT(rc == 0); // the schema's own defaults must be valid
     }
-    if (path && path[0]) {
-        snprintf(c->path, sizeof c->path, "%s", path);
+    if ((path && path[0]) || text) {
+        snprintf(c->path, sizeof c->path, "%s", path ? path : "(text)");
         config_t lc;
         config_init(&lc);
         // @include "x.cfg" resolves against the including file's folder.
         char dir[1024];
-        snprintf(dir, sizeof dir, "%s", path);
+        snprintf(dir, sizeof dir, "%s", c->path);
         char *slash = strrchr(dir, '/');
-        if (slash) { *slash = 0; config_set_include_dir(&lc, dir); }
-        if (!config_read_file(&lc, path)) {
+        if (slash && !text) { *slash = 0; config_set_include_dir(&lc, dir); }
+        int ok = text ? config_read_string(&lc, text) : config_read_file(&lc, path);
+        if (!ok) {
             if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
                 rc = pl_fail(PL_EIO, "%s: cannot read config file", path);
             else
-                rc = pl_fail(PL_EFORMAT, "%s:%d: syntax error: %s", config_error_file(&lc) ? config_error_file(&lc) : path,
+                rc = pl_fail(PL_EFORMAT, "%s:%d: syntax error: %s", config_error_file(&lc) ? config_error_file(&lc) : c->path,
                              config_error_line(&lc), config_error_text(&lc));
         } else {
-            rc = walk(c, config_root_setting(&lc), "", path);
+            rc = walk(c, config_root_setting(&lc), "", c->path);
         }
         config_destroy(&lc);
         if (rc) { cfg_destroy(c); return rc; }
@@ -347,6 +349,14 @@ int cfg_load(pl_cfg **out, const char *path, const char *const *sets, int nsets)
     }
     *out = c;
     return 0;
+}
+
+int cfg_load(pl_cfg **out, const char *path, const char *const *sets, int nsets) {
+    return load_any(out, path, NULL, sets, nsets);
+}
+
+int cfg_load_text(pl_cfg **out, const char *text, const char *label, const char *const *sets, int nsets) {
+    return load_any(out, label, text, sets, nsets);
 }
 
 void cfg_destroy(pl_cfg *c) {

@@ -28,6 +28,8 @@ typedef struct pl_cfg pl_cfg;
 // Loads `path` (NULL = defaults only), then applies `sets` ("key=value" each).
 // Returns 0 or a negative pl_err with the message in pl_last_error().
 int cfg_load(pl_cfg **out, const char *path, const char *const *sets, int nsets);
+// The same from config text held in memory (a checkpoint's stored config); label names it.
+int cfg_load_text(pl_cfg **out, const char *text, const char *label, const char *const *sets, int nsets);
 void cfg_destroy(pl_cfg *c);   // accepts NULL
 
 // Getters for keys in the schema. A key without a value (required, not given) makes the

@@ -118,3 +118,27 @@ done:
     ckpt_close(r);
     return rc;
 }
+
+int train_ckpt_read_config(const char *path, MPI_Comm comm, char **text) {
+    *text = NULL;
+    ckpt_reader *r = NULL;
+    int rc = ckpt_open(&r, path, comm, 0);
+    if (!rc) rc = ckpt_read_text(r, "config", text);
+    ckpt_close(r);
+    return rc;
+}
+
+int train_ckpt_load_weights(nn_params *p, const char *path, MPI_Comm comm) {
+    ckpt_reader *r = NULL;
+    int rc = ckpt_open(&r, path, comm, 0);
+    if (rc) return rc;
+    int np = 0, nb = 0;
+    ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb);
+    if (!tp || !tb) rc = PL_ENOMEM;
+    if (!rc) rc = ckpt_read_tensors(r, "/params", tp, np);
+    if (!rc && nb) rc = ckpt_read_tensors(r, "/buffers", tb, nb);
+    free(tp);
+    free(tb);
+    ckpt_close(r);
+    return rc;
+}

@@ -19,3 +19,7 @@ typedef struct {
 // 1 = resumed, 0 = fresh start (init_from applied if set), negative = error (message logged).
 int train_ckpt_resume(train_state *st, nn_params *p, const pl_cfg *cfg, MPI_Comm comm);
 int train_ckpt_save(const train_state *st, const nn_params *p, const pl_cfg *cfg, MPI_Comm comm);
+// Collective. The stored config text of a checkpoint (*text malloc'ed, caller frees).
+int train_ckpt_read_config(const char *path, MPI_Comm comm, char **text);
+// Collective. Loads /params and /buffers of a checkpoint into p (every name and shape must match).
+int train_ckpt_load_weights(nn_params *p, const char *path, MPI_Comm comm);

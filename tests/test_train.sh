@@ -82,5 +82,12 @@ grep -q "resume: step:54" "$T/tr.log" && ok "truncated newest skipped, resumed f
 grep -qi "ckpt_00000060.h5" "$T/tr.log" && ok "truncated file named in the log" || bad "truncated file not named"
 "$TOOL" compare "$T/a/$final" "$T/tr/$final" 0 && ok "recomputed final == original" || bad "recomputed final differs"
 
+# 6. mp3d infer: the network rebuilt from the checkpoint's stored config gives the logged val top-1
+"$TOOL" make-input "$T/data" 20 114.495 57.63 "$T/in.h5" || bad "make-input"
+mpirun -np 2 "$BIN" infer --checkpoint "$T/a/$final" --input "$T/in.h5" --output "$T/out.h5" >"$T/inf.log" 2>&1 || bad "infer exited $?"
+want=$(grep -o 'val: step:60 epoch:[0-9]* top1:[0-9.]*' "$T/a.log" | grep -o 'top1:[0-9.]*' | cut -d: -f2)
+got=$("$TOOL" top1 "$T/out.h5" "$T/data" | grep -o 'infer_top1:[0-9.]*' | cut -d: -f2)
+[ -n "$want" ] && [ "$want" = "$got" ] && ok "infer top-1 $got == trainer's val top-1 $want" || bad "infer top-1 '$got' vs val '$want'"
+
 echo "test_train: $fail failed"
 [ $fail -eq 0 ]

@@ -1,5 +1,5 @@
 # Trainer: exactness (bit-identical reruns, 1 vs 2 ranks), resume after SIGKILL, SIGTERM
 # preemption, truncated checkpoints. A helper program builds the data and compares checkpoints.
 add_executable(train_tool train_tool.c)
-target_link_libraries(train_tool PRIVATE mp3d_io)
+target_link_libraries(train_tool PRIVATE mp3d_stages)
 mp3d_script_test(test_train test_train.sh TIMEOUT 600 ARGS $<TARGET_FILE:train_tool>)

@@ -14,6 +14,8 @@
 #include "io/h5ckpt.h"
 #include "io/fileio.h"
 #include "io/h5shard.h"
+#include "io/h5tensor.h"
+#include "stages/augment.h"
 #include "nn/pl.h"
 
 static int make_split(const char *dir, const char *split, int64_t n, int S, int classes, uint64_t seed) {
@@ -73,6 +75,57 @@ static int compare_group(ckpt_reader *a, ckpt_reader *b, const char *group, doub
     return rc;
 }
 
+// The val split centre-cropped and normalised exactly as validation does, as /input.
+static int make_input(const char *dir, int crop, float mean, float std, const char *out) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/val.h5", dir);
+    h5shard_reader *r = NULL;
+    int rc = h5shard_open(&r, path);
+    if (rc) return rc;
+    int64_t d[6];
+    h5shard_shape(r, "images", d, 6);
+    int64_t n = d[0], D = d[2], S = d[3], per = D * crop * crop;
+    uint8_t *raw = malloc((size_t)(D * S * S));
+    float *x = malloc(sizeof(float) * (size_t)(n * per));
+    for (int64_t i = 0; i < n && !rc; i++) {
+        rc = h5shard_read(r, "images", SHARD_U8, raw, i, 1);
+        aug_crop_resize(x + i * per, crop, crop, raw, (int)D, (int)S, (int)S, aug_center_box((int)S, (int)S, crop), 0, NULL, mean, std);
+    }
+    int64_t dims[5] = {n, 1, D, crop, crop};
+    if (!rc) rc = h5tensor_write(out, "input", x, dims, 5, NULL);
+    free(raw);
+    free(x);
+    h5shard_close(r);
+    return rc;
+}
+
+// Top-1 of /output logits against the val labels.
+static int top1(const char *out, const char *dir) {
+    float *y = NULL;
+    int64_t dims[8];
+    int nd = 0;
+    int rc = h5tensor_read(out, "output", &y, dims, &nd);
+    if (rc) return rc;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/val.h5", dir);
+    h5shard_reader *r = NULL;
+    if ((rc = h5shard_open(&r, path))) { free(y); return rc; }
+    int64_t *lab = malloc(sizeof(int64_t) * (size_t)dims[0]);
+    rc = h5shard_read(r, "label", SHARD_I64, lab, 0, dims[0]);
+    int64_t correct = 0;
+    for (int64_t i = 0; i < dims[0] && !rc; i++) {
+        const float *z = y + i * dims[1];
+        int above = 0;
+        for (int64_t k = 0; k < dims[1]; k++) above += z[k] > z[lab[i]];
+        correct += above == 0;
+    }
+    printf("infer_top1:%.4f n:%lld classes:%lld\n", (double)correct / (double)dims[0], (long long)dims[0], (long long)dims[1]);
+    free(lab);
+    free(y);
+    h5shard_close(r);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int code = 2;
@@ -96,6 +149,10 @@ int main(int argc, char **argv) {
         printf("compare: %s vs %s max_abs_diff:%.3g tol:%g -> %s\n", argv[2], argv[3], maxdiff, tol,
                rc ? "ERROR" : maxdiff <= tol ? "equal" : "DIFFERENT");
         code = rc ? 1 : maxdiff <= tol ? 0 : 1;
+    } else if (argc == 7 && !strcmp(argv[1], "make-input")) {
+        code = make_input(argv[2], atoi(argv[3]), (float)atof(argv[4]), (float)atof(argv[5]), argv[6]) ? 1 : 0;
+    } else if (argc == 4 && !strcmp(argv[1], "top1")) {
+        code = top1(argv[2], argv[3]) ? 1 : 0;
     } else {
         fprintf(stderr, "usage: train_tool make-shard DIR NTRAIN NVAL S CLASSES SEED | compare A B TOL\n");
     }
