@@ -16,6 +16,11 @@ int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
         if (threads <= 0) threads = 1;
     }
     openblas_set_num_threads(threads);
+    if (cfg_bool(cfg, "train.sync_bn")) {
+        pl_fail(PL_EUNSUPPORTED, "%s: train.sync_bn = true is not built yet (BatchNorm statistics are per rank, as in CSPR; "
+                "use model.norm = \"gn\" for batch-size-independent normalisation)", cfg_path(cfg));
+        return MP3D_EXIT_USAGE;
+    }
     const char *task = cfg_str(cfg, "train.task");
     train_task *t = NULL;
     int rc;
