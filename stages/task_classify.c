@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/fileio.h"
 #include "io/h5shard.h"
 #include "nn/loss.h"
 #include "nn/net.h"
@@ -33,8 +34,10 @@ typedef struct {
 
 static int open_split(h5shard_reader **r, int64_t **labels, int64_t *n, int *D, int *S, const char *root,
                       const char *split) {
+    // `mp3d vdt` names its outputs imagenet_<split>.h5; a plain <split>.h5 works too.
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s.h5", root, split);
+    snprintf(path, sizeof path, "%s/imagenet_%s.h5", root, split);
+    if (!pl_path_exists(path)) snprintf(path, sizeof path, "%s/%s.h5", root, split);
     int rc = h5shard_open(r, path);
     if (rc) return rc;
     int64_t dims[6];
