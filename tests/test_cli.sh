@@ -21,7 +21,7 @@ check() { # check NAME WANT_RC GOT_RC FILE NEEDLE
 "$BIN" synth --set train.lr >"$T/o" 2>&1; check set-no-eq 2 $? "$T/o" "expected key=value"
 printf 'train = {\n  lr = -0.5;\n};\n' >"$T/bad.cfg"
 "$BIN" train "$T/bad.cfg" >"$T/o" 2>&1; check range 2 $? "$T/o" "bad.cfg:2: train.lr = -0.5 (must be a number in [1e-09, 100])"
-printf 'output = { dir = "%s/out"; };\ntrain = { lr = 0.1 };\n' "$T" >"$T/syn.cfg"
+printf 'output = { dir = "%s/out"; };\ntrain = { lr = 0.1;\n' "$T" >"$T/syn.cfg"
 "$BIN" train "$T/syn.cfg" >"$T/o" 2>&1; check syntax 2 $? "$T/o" "syntax error"
 "$BIN" synth --out "$T" --scale enormous >"$T/o" 2>&1; check choice 2 $? "$T/o" "synth.scale = \"enormous\" (must be one of tiny|small|medium)"
 "$BIN" synth --set output.dirr=/x >"$T/o" 2>&1; check unknown-key 2 $? "$T/o" "did you mean 'output.dir'"
