@@ -49,6 +49,16 @@ static int check_identical(const nn_params *p, MPI_Comm comm, int64_t step) {
     return 0;
 }
 
+// BatchNorm running statistics are per rank (each rank normalises its own part of the batch,
+// as CSPR's DistributedDataParallel does); before validation and checkpoints they are averaged
+// over the ranks so that every replica, and the checkpoint, holds the same buffers.
+static void sync_buffers(nn_params *p, MPI_Comm comm, int size) {
+    if (size == 1 || p->nbuffers == 0) return;
+    MPI_Allreduce(MPI_IN_PLACE, p->buffers, (int)p->nbuffers, MPI_FLOAT, MPI_SUM, comm);
+    const float inv = 1.0f / (float)size;
+    for (size_t i = 0; i < p->nbuffers; i++) p->buffers[i] *= inv;
+}
+
 int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
     int rank = 0, size = 1;
     MPI_Comm_rank(comm, &rank);
@@ -171,6 +181,7 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
         const int epoch_end = (done % spe) == 0;
         const int do_val = epoch_end && val_every > 0 && t->validate &&
                            ((done / spe) % (int64_t)PL_MAX(1, llround(val_every)) == 0 || done == total);
+        if (do_val || want || done % ckpt_every == 0 || done == total) sync_buffers(P, comm, size);
         if (do_val) {
             char json[512] = "", line[512] = "";
             if (t->validate(t, comm, json, sizeof json, line, sizeof line)) { code = MP3D_EXIT_FAIL; break; }
