@@ -4,6 +4,7 @@
 // original 512x512 key-slice frame. A malformed row is skipped and listed (line number,
 // column, offending text) in dl_table.bad; reading goes on.
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum { DL_NCOLS = 18 };
@@ -47,3 +48,7 @@ void dlinfo_free(dl_table *t);
 int dlinfo_write(const char *path, const dl_lesion *rows, int64_t n);
 // "000001_01_01" folder name and "109.png" entry of a row.
 void dlinfo_series_dir(const dl_lesion *l, char *out, int cap);
+// The same text dlinfo_write writes, in memory (*text malloc'ed, not NUL-terminated past len).
+int dlinfo_format(char **text, size_t *len, const dl_lesion *rows, int64_t n);
+// "Images_png/000001_01_01/109.png": the archive entry of `slice` in the row's series.
+void dlinfo_slice_entry(const dl_lesion *l, int slice, char *out, int cap);
