@@ -82,6 +82,18 @@ const cfg_key cfg_schema[] = {
     {"det.window", CFG_FLOATS, "[-1024.0, 1050.0]", -32768, 32767, ANY, "HU window mapped to [0, 255]"},
     {"det.fpn_channels", CFG_INT, "256", 8, 4096, ANY, "FPN width"},
     {"det.max_dets", CFG_INT, "100", 1, 100000, ANY, "detections kept per image"},
+    {"det.fc_dim", CFG_INT, "1024", 8, 16384, ANY, "width of the box head's two shared FC layers"},
+    {"det.rpn_samples", CFG_INT, "256", 2, 65536, ANY, "anchors sampled per image for the RPN loss (half positive at most)"},
+    {"det.rpn_pre_nms", CFG_INT, "2000", 1, 1000000, ANY, "RPN candidates per FPN level before NMS"},
+    {"det.rpn_post_nms", CFG_INT, "1000", 1, 100000, ANY, "proposals kept per image after the RPN NMS"},
+    {"det.rpn_nms_iou", CFG_FLOAT, "0.7", 0.01, 1, ANY, "IoU of the RPN proposal NMS"},
+    {"det.roi_samples", CFG_INT, "512", 2, 65536, ANY, "RoIs sampled per image for the box head loss"},
+    {"det.roi_pos_fraction", CFG_FLOAT, "0.25", 0.01, 1, ANY, "largest positive share of the sampled RoIs"},
+    {"det.nms_iou", CFG_FLOAT, "0.5", 0.01, 1, ANY, "IoU of the per-class NMS of the final detections"},
+    {"det.score_thr", CFG_FLOAT, "0", 0, 1, ANY, "detections need a score above this"},
+    {"det.flip", CFG_BOOL, "true", 0, 0, ANY, "training: random horizontal flip"},
+    {"det.zflip", CFG_BOOL, "true", 0, 0, ANY, "training: random reversal of the slice order (z flip)"},
+    {"det.kmeans_k", CFG_INT, "0", 0, 16, ANY, "mp3d anchors: clusters of the k-means on box shapes; 0 = as many as det.anchor_ratios"},
 
     // --- evaluation / FROC -------------------------------------------------------------
     {"eval.split", CFG_STRING, "\"test\"", 0, 0, "train|val|test|all", "split scored"},
@@ -95,6 +107,7 @@ const cfg_key cfg_schema[] = {
     {"eval.truth", CFG_STRING, "\"\"", 0, 0, ANY, "DL_info.csv scored against"},
     {"eval.detections", CFG_STRING, "\"\"", 0, 0, ANY, "detections CSV scored (mp3d froc)"},
     {"eval.json", CFG_BOOL, "false", 0, 0, ANY, "print the figures as one JSON object on stdout"},
+    {"eval.quarantine", CFG_STRING, "\"\"", 0, 0, ANY, "preprocessing quarantine.csv summarised in the report (\"\" = look beside output.dir and in input.root)"},
 
     // --- plain-tensor entry points -----------------------------------------------------
     {"infer.checkpoint", CFG_STRING, "\"\"", 0, 0, ANY, "checkpoint for mp3d infer"},

@@ -1,0 +1,17 @@
+# FROC scoring and report (issue 6).
+foreach(t test_froc test_froc_report)
+  mp3d_test(${t} ${t}.c TIMEOUT 60 LABELS froc)
+endforeach()
+add_executable(test_froc_bench test_froc_bench.c)
+target_link_libraries(test_froc_bench PRIVATE mp3d_stages)
+mp3d_script_test(test_froc_reference test_froc_reference.sh ARGS $<TARGET_FILE:test_froc_bench> TIMEOUT 120
+                 LABELS froc)
+mp3d_script_test(test_froc_cli test_froc_cli.sh TIMEOUT 120 LABELS froc)
+mp3d_script_test(test_froc_html test_froc_html.sh ARGS $<TARGET_FILE:test_froc_report> TIMEOUT 150 LABELS froc)
+# the stage entry point at 1, 2 and 3 ranks (links the whole stages library)
+add_executable(test_froc_stage test_froc_stage.c)
+target_link_libraries(test_froc_stage PRIVATE mp3d_stages)
+foreach(np 1 2 3)
+  mp3d_mpi_test(test_froc_stage test_froc_stage ${np} TIMEOUT 120)
+  set_tests_properties(test_froc_stage_np${np} PROPERTIES LABELS "mpi;froc")
+endforeach()
