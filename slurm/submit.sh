@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Submits a whole pipeline as a chain of Slurm jobs, one per stage, each waiting for the one
+# before with --dependency=afterok (a failed job cancels the rest: --kill-on-invalid-dep). Each
+# job runs `mp3d run PIPELINE.cfg --only STAGE [--set ...]` through the sbatch script of its
+# kind; stage names come from `mp3d run PIPELINE.cfg --dry-run`. Prints the job ids, one per
+# line, the last line the final job. Logs go to <pipeline.dir>/logs/<job name>-<job id>.out.
+#
+#   slurm/submit.sh PIPELINE.cfg [--set key=value ...] [--after JOBID] [--print]
+#
+#   --set key=value  passed to every stage (pipeline.dir=... moves the whole run)
+#   --after JOBID    the first job also waits for JOBID (afterok)
+#   --print          print the sbatch command lines instead of submitting
+#
+# Environment: MP3D_BIN (the mp3d binary), MP3D_SBATCH_ARGS (extra sbatch options for every job,
+# e.g. "--partition=cpu --account=lab"), MP3D_PRETRAIN_SBATCH / MP3D_SHARD_SBATCH /
+# MP3D_EVALUATE_SBATCH (options for one kind, e.g. "--nodes=16 --time=48:00:00"), MP3D_LOG_DIR.
+set -u
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$here/common.sh"
+MP3D_SLURM_DIR=$here
+export MP3D_SLURM_DIR
+
+usage() {
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+# mp3d_script_for COMMAND: the job script for a stage command.
+mp3d_script_for() {
+    case "$1" in
+        train) echo pretrain.sbatch ;;
+        evaluate | froc | infer) echo evaluate.sbatch ;;
+        *) echo shard.sbatch ;; # synth, preprocess, vdt, anchors: data-sized jobs
+    esac
+}
+
+cfg=""
+after=""
+print=0
+sets=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --set)
+            [ $# -ge 2 ] || usage
+            sets+=(--set "$2")
+            shift 2 ;;
+        --set=*) sets+=(--set "${1#--set=}"); shift ;;
+        --after)
+            [ $# -ge 2 ] || usage
+            after=$2
+            shift 2 ;;
+        --print) print=1; shift ;;
+        -h | --help) usage ;;
+        -*) echo "submit.sh: unknown option '$1'" >&2; usage ;;
+        *)
+            [ -z "$cfg" ] || { echo "submit.sh: unexpected argument '$1'" >&2; usage; }
+            cfg=$1
+            shift ;;
+    esac
+done
+[ -n "$cfg" ] || usage
+[ -r "$cfg" ] || { echo "submit.sh: cannot read pipeline config '$cfg'" >&2; exit 2; }
+cfg="$(cd "$(dirname "$cfg")" && pwd)/$(basename "$cfg")"
+
+mp3d_find_bin || exit 2
+if [ "$print" = 0 ] && ! command -v sbatch >/dev/null; then
+    echo "submit.sh: sbatch not found (is this a Slurm login node? SLURM_CONF=${SLURM_CONF:-unset})" >&2
+    exit 2
+fi
+
+# The plan, from mp3d itself: one process, nothing written.
+plan=$("$MP3D_BIN" run "$cfg" --dry-run ${sets[@]+"${sets[@]}"} 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ]; then
+    echo "submit.sh: '$MP3D_BIN run $cfg --dry-run' failed with exit $rc:" >&2
+    echo "$plan" >&2
+    exit 2
+fi
+dir=$(sed -n 's/.*pipeline:[^ ]* dir:\([^ ]*\) stages:.*/\1/p' <<<"$plan" | head -n 1)
+names=()
+cmds=()
+while read -r name cmd; do
+    names+=("$name")
+    cmds+=("$cmd")
+done < <(sed -n 's/.*pipeline: stage:\([^ ]*\) command:\([^ ]*\) .*/\1 \2/p' <<<"$plan")
+if [ ${#names[@]} -eq 0 ] || [ -z "$dir" ]; then
+    echo "submit.sh: no stages in the plan of $cfg:" >&2
+    echo "$plan" >&2
+    exit 2
+fi
+
+logdir=${MP3D_LOG_DIR:-$dir/logs}
+if [ "$print" = 0 ]; then
+    mkdir -p "$logdir" || exit 1
+    logdir=$(cd "$logdir" && pwd)
+fi
+
+submitted=()
+prev=$after
+for i in "${!names[@]}"; do
+    script=$(mp3d_script_for "${cmds[$i]}")
+    case "$script" in
+        pretrain.sbatch) kind=${MP3D_PRETRAIN_SBATCH:-} ;;
+        evaluate.sbatch) kind=${MP3D_EVALUATE_SBATCH:-} ;;
+        *) kind=${MP3D_SHARD_SBATCH:-} ;;
+    esac
+    args=(--parsable --export=ALL --job-name="mp3d-${names[$i]}" --chdir="$PWD" --output="$logdir/%x-%j.out")
+    [ -n "$prev" ] && args+=(--dependency="afterok:$prev" --kill-on-invalid-dep=yes)
+    # shellcheck disable=SC2206  # option strings are lists of words by design
+    args+=(${MP3D_SBATCH_ARGS:-} $kind)
+    job=(sbatch "${args[@]}" "$here/$script" run "$cfg" --only "${names[$i]}" ${sets[@]+"${sets[@]}"})
+    if [ "$print" = 1 ]; then
+        echo "${job[*]}"
+        prev="<job $i>"
+        continue
+    fi
+    if ! out=$("${job[@]}"); then
+        echo "submit.sh: sbatch failed for stage '${names[$i]}': ${job[*]}" >&2
+        if [ ${#submitted[@]} -gt 0 ]; then
+            echo "submit.sh: cancelling the jobs already submitted: ${submitted[*]}" >&2
+            scancel "${submitted[@]}"
+        fi
+        exit 1
+    fi
+    id=${out%%;*} # --parsable prints "id" or "id;cluster"
+    submitted+=("$id")
+    mp3d_log "stage:${names[$i]} command:${cmds[$i]} script:$script job:$id after:${prev:-none} log:$logdir/mp3d-${names[$i]}-$id.out"
+    echo "$id"
+    prev=$id
+done

@@ -1,0 +1,7 @@
+# Slurm job scripts (slurm/): lint, offline logic with stand-in sbatch/scontrol/mp3d, and a real
+# single-node cluster (root + Debian's Slurm packages; skipped with 77 otherwise). The cluster
+# test uses train_tool (tests/train.cmake) to write the shard its preempted training job reads.
+mp3d_script_test(test_slurm_lint test_slurm_lint.sh TIMEOUT 60 LABELS slurm)
+mp3d_script_test(test_slurm_scripts test_slurm_scripts.sh TIMEOUT 120 LABELS slurm)
+mp3d_script_test(test_slurm_cluster test_slurm_cluster.sh TIMEOUT 400 LABELS slurm
+                 ARGS $<TARGET_FILE:train_tool>)
