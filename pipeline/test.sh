@@ -7,8 +7,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=$here/build
 [ "${MP3D_SANITIZE:-0}" = 1 ] && dir=$here/build-asan
 # Test-only tools: shellcheck (job-script lint), Slurm + munge (a real single-node cluster),
-# chromium (renders the HTML report), h5py (reads checkpoints as PyTorch users do).
-export MP3D_EXTRA_PACKAGES="${MP3D_EXTRA_PACKAGES:-shellcheck slurmctld slurmd slurm-client munge chromium python3-h5py python3-numpy}"
+# chromium (renders the HTML report), h5py + torch (checkpoints load into PyTorch models).
+export MP3D_EXTRA_PACKAGES="${MP3D_EXTRA_PACKAGES:-shellcheck slurmctld slurmd slurm-client munge chromium python3-h5py python3-numpy python3-torch}"
 build=$(bash "$here/pipeline/setup.sh" "$dir" | tail -n 1)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 cd "$build"

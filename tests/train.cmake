@@ -3,3 +3,4 @@
 add_executable(train_tool train_tool.c)
 target_link_libraries(train_tool PRIVATE mp3d_stages)
 mp3d_script_test(test_train test_train.sh TIMEOUT 600 ARGS $<TARGET_FILE:train_tool>)
+mp3d_script_test(test_torch_equiv test_torch_equiv.sh TIMEOUT 300 ARGS $<TARGET_FILE:train_tool>)
