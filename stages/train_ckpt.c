@@ -8,9 +8,6 @@
 #include "io/h5ckpt.h"
 #include "nn/pl.h"
 
-#ifndef MP3D_VERSION
-#define MP3D_VERSION "0.1.0"
-#endif
 
 // Tensor views of one kind of entry; `momentum` selects the momentum buffer of NN_PARAMs.
 static ckpt_tensor *views(const nn_params *p, enum nn_param_kind kind, int momentum, int *n) {
@@ -45,6 +42,7 @@ int train_ckpt_save(const train_state *st, const nn_params *p, const pl_cfg *cfg
     if ((rc = ckpt_write_state(w, &s))) goto done;
     if ((rc = ckpt_write_text(w, "config", cfg_text(cfg)))) goto done;
     if ((rc = ckpt_write_text(w, "mp3d_version", MP3D_VERSION))) goto done;
+    if ((rc = ckpt_write_text(w, "git_commit", MP3D_GIT))) goto done;
     rc = ckpt_writer_commit(w, (int)cfg_int(cfg, "train.ckpt_keep"), NULL, 0);
     w = NULL;
 done:
