@@ -24,5 +24,5 @@ echo "demo: log         $here/$out.log"
 echo "demo: cohort      $here/$out/data"
 echo "demo: shards      $here/$out/preprocess  $here/$out/vdt_imagenet  $here/$out/vdt_coco"
 echo "demo: pretrained  $here/$out/pretrain  (validation top-1 in $here/$out/pretrain/metrics.jsonl)"
-[ -d "$out/evaluate/report" ] && echo "demo: report      $here/$out/evaluate/report/report.html"
+if [ -d "$out/evaluate/report" ]; then echo "demo: report      $here/$out/evaluate/report/report.html"; fi
 echo "demo: summary     $here/$out/inspect.txt"
