@@ -1,0 +1,51 @@
+#pragma once
+// conv3d: 3-D convolution (any kernel, per-axis stride and padding, groups, optional bias),
+// forward and backward on flat NCDHW float32 buffers, via vol2col + cblas_sgemm processed in
+// chunks of output rows so the column workspace stays under a caller-given bound; 1x1x1
+// stride-1 convolutions are one GEMM on the input itself and (k,1,1) stride-1 temporal ones
+// KD shifted GEMMs on it (no vol2col). vol2col/col2vol use nn_parallel_for threads. A naive
+// double-accumulating reference sits beside it. Conv2d is Conv3d with D = 1. No allocation.
+
+#include <stddef.h>
+#include "nn/dims.h"
+
+typedef struct {
+    int64_t ic, oc;      // input / output channels
+    int64_t k[3];        // kernel (kd, kh, kw)
+    int64_t s[3];        // stride (sd, sh, sw)
+    int64_t p[3];        // zero padding (pd, ph, pw), both sides
+    int64_t groups;      // ic and oc divisible by it
+    int bias;            // 1: b/db present
+} conv3d_shape;
+
+typedef struct {
+    conv3d_shape sh;
+    float *w;   // (OC, IC/groups, KD, KH, KW)  view into the model's params
+    float *b;   // (OC) or NULL
+    float *dw;  // same layout as w, view into grads (accumulated by backward)
+    float *db;  // (OC) or NULL
+} conv3d;
+
+// Shape helper: a kernel k with stride s and pad p on all axes.
+conv3d_shape conv3d_shape_make(int64_t ic, int64_t oc, const int64_t k[3], const int64_t s[3],
+                               const int64_t p[3], int64_t groups, int bias);
+// Validates the shape against an input and gives the output dims; PL_EINVAL naming the value.
+int conv3d_out_dims(nn_dims *out, const conv3d_shape *s, nn_dims in);
+int64_t conv3d_weight_count(const conv3d_shape *s);    // OC * IC/groups * KD*KH*KW
+double conv3d_forward_flops(const conv3d_shape *s, nn_dims in); // 2 * MACs
+// Floats of workspace forward/backward need for this input; at most max(bound_floats, one
+// output row of columns). 0 for the direct-GEMM (1x1x1 stride 1) case.
+size_t conv3d_workspace_floats(const conv3d_shape *s, nn_dims in, size_t bound_floats);
+
+// out (N, OC, OD, OH, OW) = conv(in (N, IC, D, H, W)); ws: >= conv3d_workspace_floats floats
+// (any larger value just makes the chunks bigger).
+void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dims,
+                    float *ws, size_t ws_floats);
+// Accumulates: din += dL/din (skipped when din is NULL), l->dw += dL/dw, l->db += dL/db.
+void conv3d_backward(float *din, const float *dout, const float *in, const conv3d *l,
+                     nn_dims in_dims, float *ws, size_t ws_floats);
+
+// Reference: direct loops, double accumulation. Same contracts (backward accumulates).
+void conv3d_forward_naive(float *out, const float *in, const conv3d *l, nn_dims in_dims);
+void conv3d_backward_naive(float *din, const float *dout, const float *in, const conv3d *l,
+                           nn_dims in_dims);

@@ -1,0 +1,225 @@
+// norm: BatchNorm3d (PyTorch torch.nn.BatchNorm3d semantics) and GroupNorm (Wu & He 2018,
+// torch.nn.GroupNorm). Backward of y = gamma*xhat + beta with xhat = (x - mu)*invstd over a
+// set of M values: dx = invstd * (g - mean(g) - xhat * mean(g*xhat)), g = gamma*dy (train);
+// with fixed statistics (eval) dx = gamma*invstd*dy.
+#include "nn/norm.h"
+
+#include <math.h>
+
+#include "nn/parallel.h"
+#include "nn/pl.h"
+
+typedef struct {
+    float *y, *mean, *invstd, *dx;
+    const float *x, *dy, *yin, *cmean, *cinvstd;
+    const batchnorm3d *bn;
+    const groupnorm *gn;
+    nn_dims d;
+    int train, relu;
+} norm_ctx;
+
+static void bn_forward_range(void *vc, int64_t c0, int64_t c1) {
+    const norm_ctx *k = vc;
+    float *y = k->y, *mean = k->mean, *invstd = k->invstd;
+    const float *x = k->x;
+    const batchnorm3d *l = k->bn;
+    const nn_dims d = k->d;
+    const int train = k->train, relu = k->relu;
+    const int64_t sp = nn_dims_spatial(d), m = d.n * sp;
+    for (int64_t c = c0; c < c1; c++) {
+        double mu, var;
+        if (train) {
+            double s = 0, s2 = 0;
+            for (int64_t n = 0; n < d.n; n++) {
+                const float *xp = x + (n * d.c + c) * sp;
+                for (int64_t i = 0; i < sp; i++) s += xp[i];
+            }
+            mu = s / (double)m;
+            for (int64_t n = 0; n < d.n; n++) {
+                const float *xp = x + (n * d.c + c) * sp;
+                for (int64_t i = 0; i < sp; i++) {
+                    double t = xp[i] - mu;
+                    s2 += t * t;
+                }
+            }
+            var = s2 / (double)m;
+            double unbiased = m > 1 ? s2 / (double)(m - 1) : var;
+            l->running_mean[c] = (float)((1.0 - l->momentum) * l->running_mean[c] + l->momentum * mu);
+            l->running_var[c] = (float)((1.0 - l->momentum) * l->running_var[c] + l->momentum * unbiased);
+        } else {
+            mu = l->running_mean[c];
+            var = l->running_var[c];
+        }
+        double is = 1.0 / sqrt(var + (double)l->eps);
+        mean[c] = (float)mu;
+        invstd[c] = (float)is;
+        // (x - mu) first: a*x + (beta - a*mu) would cancel badly when |mu| >> std
+        const float a = (float)(l->gamma[c] * is), b = l->beta[c], mf = (float)mu;
+        for (int64_t n = 0; n < d.n; n++) {
+            const float *xp = x + (n * d.c + c) * sp;
+            float *yp = y + (n * d.c + c) * sp;
+            if (relu)
+                for (int64_t i = 0; i < sp; i++) {
+                    float v = (xp[i] - mf) * a + b;
+                    yp[i] = v > 0 ? v : 0;
+                }
+            else
+                for (int64_t i = 0; i < sp; i++) yp[i] = (xp[i] - mf) * a + b;
+        }
+    }
+}
+
+// channels per thread so that each thread has >= ~256k values
+static int64_t norm_min_channels(nn_dims d) {
+    return PL_MAX((int64_t)1, 262144 / PL_MAX(d.n * nn_dims_spatial(d), (int64_t)1));
+}
+
+void batchnorm3d_forward(float *y, float *mean, float *invstd, const float *x,
+                         const batchnorm3d *l, nn_dims d, int train, int relu) {
+    PL_ASSERT(d.c == l->c);
+    norm_ctx k = {.y = y, .mean = mean, .invstd = invstd, .x = x, .bn = l, .d = d, .train = train, .relu = relu};
+    nn_parallel_for(d.c, norm_min_channels(d), bn_forward_range, &k);
+    if (train && l->num_batches_tracked) l->num_batches_tracked[0] += 1.0f;
+}
+
+static void bn_backward_range(void *vc, int64_t c0, int64_t c1) {
+    const norm_ctx *k = vc;
+    float *dx = k->dx;
+    const float *dy = k->dy, *x = k->x, *y = k->yin, *mean = k->cmean, *invstd = k->cinvstd;
+    const batchnorm3d *l = k->bn;
+    const nn_dims d = k->d;
+    const int train = k->train, relu = k->relu;
+    const int64_t sp = nn_dims_spatial(d), m = d.n * sp;
+    for (int64_t c = c0; c < c1; c++) {
+        const float mu = mean[c], is = invstd[c];
+        double sg = 0, sgx = 0;  // sum dy, sum dy*xhat (ReLU-masked)
+        for (int64_t n = 0; n < d.n; n++) {
+            const int64_t off = (n * d.c + c) * sp;
+            const float *xp = x + off, *gp = dy + off, *yp = y + off;
+            double a = 0, ax = 0;
+            for (int64_t i = 0; i < sp; i++) {
+                float g = (!relu || yp[i] > 0) ? gp[i] : 0.0f;
+                a += g;
+                ax += (double)(g * (xp[i] - mu));
+            }
+            sg += a;
+            sgx += ax * is;
+        }
+        l->dbeta[c] += (float)sg;
+        l->dgamma[c] += (float)sgx;
+        if (!dx) continue;
+        const float kk = l->gamma[c] * is;
+        const float mg = train ? (float)(sg / (double)m) : 0.0f;
+        const float mgx = train ? (float)(sgx / (double)m) : 0.0f;
+        for (int64_t n = 0; n < d.n; n++) {
+            const int64_t off = (n * d.c + c) * sp;
+            const float *xp = x + off, *gp = dy + off, *yp = y + off;
+            float *dxp = dx + off;
+            for (int64_t i = 0; i < sp; i++) {
+                float g = (!relu || yp[i] > 0) ? gp[i] : 0.0f;
+                dxp[i] += kk * (g - mg - (xp[i] - mu) * is * mgx);
+            }
+        }
+    }
+}
+
+void batchnorm3d_backward(float *dx, const float *dy, const float *x, const float *y,
+                          const float *mean, const float *invstd, const batchnorm3d *l,
+                          nn_dims d, int train, int relu) {
+    norm_ctx k = {.dx = dx, .dy = dy, .x = x, .yin = y, .cmean = mean, .cinvstd = invstd, .bn = l,
+                  .d = d, .train = train, .relu = relu};
+    nn_parallel_for(d.c, norm_min_channels(d), bn_backward_range, &k);
+}
+
+static void gn_forward_range(void *vc, int64_t g0, int64_t g1) {
+    const norm_ctx *k = vc;
+    float *y = k->y, *mean = k->mean, *invstd = k->invstd;
+    const float *x = k->x;
+    const groupnorm *l = k->gn;
+    const nn_dims d = k->d;
+    const int relu = k->relu;
+    const int64_t sp = nn_dims_spatial(d), cg = d.c / l->groups, m = cg * sp;
+    for (int64_t n = 0; n < d.n; n++)
+        for (int64_t g = g0; g < g1; g++) {
+            const float *xg = x + (n * d.c + g * cg) * sp;
+            double s = 0, s2 = 0;
+            for (int64_t i = 0; i < m; i++) s += xg[i];
+            double mu = s / (double)m;
+            for (int64_t i = 0; i < m; i++) {
+                double t = xg[i] - mu;
+                s2 += t * t;
+            }
+            double is = 1.0 / sqrt(s2 / (double)m + (double)l->eps);
+            mean[n * l->groups + g] = (float)mu;
+            invstd[n * l->groups + g] = (float)is;
+            for (int64_t cc = 0; cc < cg; cc++) {
+                int64_t c = g * cg + cc;
+                const float a = (float)(l->gamma[c] * is), b = l->beta[c], mf = (float)mu;
+                const float *xp = xg + cc * sp;
+                float *yp = y + (n * d.c + c) * sp;
+                for (int64_t i = 0; i < sp; i++) {
+                    float v = (xp[i] - mf) * a + b;
+                    yp[i] = (relu && v < 0) ? 0 : v;
+                }
+            }
+        }
+}
+
+static int64_t gn_min_groups(nn_dims d, int64_t groups) {
+    return PL_MAX((int64_t)1, 262144 / PL_MAX(d.n * nn_dims_spatial(d) * (d.c / groups), (int64_t)1));
+}
+
+void groupnorm_forward(float *y, float *mean, float *invstd, const float *x, const groupnorm *l,
+                       nn_dims d, int relu) {
+    PL_ASSERT(d.c == l->c && l->c % l->groups == 0);
+    norm_ctx k = {.y = y, .mean = mean, .invstd = invstd, .x = x, .gn = l, .d = d, .relu = relu};
+    nn_parallel_for(l->groups, gn_min_groups(d, l->groups), gn_forward_range, &k);
+}
+
+// groups [g0, g1) for every sample: dgamma/dbeta of a channel are only touched by its group
+static void gn_backward_range(void *vc, int64_t g0, int64_t g1) {
+    const norm_ctx *k = vc;
+    float *dx = k->dx;
+    const float *dy = k->dy, *x = k->x, *y = k->yin, *mean = k->cmean, *invstd = k->cinvstd;
+    const groupnorm *l = k->gn;
+    const nn_dims d = k->d;
+    const int relu = k->relu;
+    const int64_t sp = nn_dims_spatial(d), cg = d.c / l->groups, m = cg * sp;
+    for (int64_t n = 0; n < d.n; n++)
+        for (int64_t g = g0; g < g1; g++) {
+            const float mu = mean[n * l->groups + g], is = invstd[n * l->groups + g];
+            double sgh = 0, sghx = 0;  // sum gamma*dy, sum gamma*dy*xhat over the group
+            for (int64_t cc = 0; cc < cg; cc++) {
+                int64_t c = g * cg + cc, off = (n * d.c + c) * sp;
+                double a = 0, ax = 0;
+                for (int64_t i = 0; i < sp; i++) {
+                    float gv = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
+                    a += gv;
+                    ax += (double)(gv * (x[off + i] - mu));
+                }
+                ax *= is;
+                l->dbeta[c] += (float)a;
+                l->dgamma[c] += (float)ax;
+                sgh += (double)l->gamma[c] * a;
+                sghx += (double)l->gamma[c] * ax;
+            }
+            if (!dx) continue;
+            const float mg = (float)(sgh / (double)m), mgx = (float)(sghx / (double)m);
+            for (int64_t cc = 0; cc < cg; cc++) {
+                int64_t c = g * cg + cc, off = (n * d.c + c) * sp;
+                const float gm = l->gamma[c];
+                for (int64_t i = 0; i < sp; i++) {
+                    float gv = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
+                    dx[off + i] += is * (gm * gv - mg - (x[off + i] - mu) * is * mgx);
+                }
+            }
+        }
+}
+
+void groupnorm_backward(float *dx, const float *dy, const float *x, const float *y,
+                        const float *mean, const float *invstd, const groupnorm *l, nn_dims d,
+                        int relu) {
+    norm_ctx k = {.dx = dx, .dy = dy, .x = x, .yin = y, .cmean = mean, .cinvstd = invstd, .gn = l,
+                  .d = d, .relu = relu};
+    nn_parallel_for(l->groups, gn_min_groups(d, l->groups), gn_backward_range, &k);
+}

@@ -1,0 +1,168 @@
+// ops: ReLU, MaxPool3d, global average pool, Linear, residual add, nearest 2x upsampling.
+#include "nn/ops.h"
+
+#include <cblas.h>
+#include <math.h>
+
+#include "nn/parallel.h"
+#include "nn/pl.h"
+
+void relu_forward(float *y, const float *x, int64_t count) {
+    for (int64_t i = 0; i < count; i++) y[i] = x[i] > 0 ? x[i] : 0.0f;
+}
+
+void relu_backward(float *dx, const float *dy, const float *y, int64_t count) {
+    for (int64_t i = 0; i < count; i++) dx[i] += y[i] > 0 ? dy[i] : 0.0f;
+}
+
+int maxpool3d_out_dims(nn_dims *out, const maxpool3d_shape *s, nn_dims in) {
+    int64_t isz[3] = {in.d, in.h, in.w}, osz[3];
+    for (int i = 0; i < 3; i++) {
+        if (s->k[i] < 1 || s->s[i] < 1 || s->p[i] < 0 || 2 * s->p[i] > s->k[i])
+            return pl_fail(PL_EINVAL, "maxpool3d: axis %d kernel=%lld stride=%lld pad=%lld (need pad <= kernel/2)",
+                           i, (long long)s->k[i], (long long)s->s[i], (long long)s->p[i]);
+        int64_t span = isz[i] + 2 * s->p[i] - s->k[i];
+        if (span < 0)
+            return pl_fail(PL_EINVAL, "maxpool3d: axis %d input %lld too small for kernel %lld",
+                           i, (long long)isz[i], (long long)s->k[i]);
+        osz[i] = span / s->s[i] + 1;
+    }
+    *out = nn_dims_make(in.n, in.c, osz[0], osz[1], osz[2]);
+    return 0;
+}
+
+typedef struct {
+    float *y, *dx;
+    int32_t *idx;
+    const float *x, *dy;
+    const int32_t *cidx;
+    const maxpool3d_shape *s;
+    nn_dims in, o;
+} pool_ctx;
+
+// planes (n, c) in [p0, p1)
+static void maxpool_forward_planes(void *vc, int64_t p0, int64_t p1) {
+    const pool_ctx *k = vc;
+    const maxpool3d_shape *s = k->s;
+    const nn_dims in = k->in, o = k->o;
+    const int64_t isp = nn_dims_spatial(in), osp = nn_dims_spatial(o);
+    for (int64_t nc = p0; nc < p1; nc++) {
+        const float *xp = k->x + nc * isp;
+        float *yp = k->y + nc * osp;
+        int32_t *ip = k->idx + nc * osp;
+        for (int64_t od = 0; od < o.d; od++)
+            for (int64_t oh = 0; oh < o.h; oh++)
+                for (int64_t ow = 0; ow < o.w; ow++) {
+                    float best = -INFINITY;
+                    int64_t bi = -1;
+                    int64_t d0 = od * s->s[0] - s->p[0], h0 = oh * s->s[1] - s->p[1], w0 = ow * s->s[2] - s->p[2];
+                    for (int64_t id = PL_MAX(d0, 0); id < PL_MIN(d0 + s->k[0], in.d); id++)
+                        for (int64_t ih = PL_MAX(h0, 0); ih < PL_MIN(h0 + s->k[1], in.h); ih++)
+                            for (int64_t iw = PL_MAX(w0, 0); iw < PL_MIN(w0 + s->k[2], in.w); iw++) {
+                                int64_t i = (id * in.h + ih) * in.w + iw;
+                                // '>' keeps the first maximum; NaN propagates as in PyTorch
+                                if (xp[i] > best || isnan(xp[i]) || bi < 0) {
+                                    best = xp[i];
+                                    bi = i;
+                                    if (isnan(best)) goto found;
+                                }
+                            }
+                found:
+                    yp[(od * o.h + oh) * o.w + ow] = best;
+                    ip[(od * o.h + oh) * o.w + ow] = (int32_t)bi;
+                }
+    }
+}
+
+void maxpool3d_forward(float *y, int32_t *idx, const float *x, const maxpool3d_shape *s, nn_dims in) {
+    nn_dims o;
+    PL_ASSERT(maxpool3d_out_dims(&o, s, in) == 0);
+    pool_ctx k = {.y = y, .idx = idx, .x = x, .s = s, .in = in, .o = o};
+    nn_parallel_for(in.n * in.c, PL_MAX((int64_t)1, 65536 / PL_MAX(nn_dims_spatial(o), (int64_t)1)),
+                    maxpool_forward_planes, &k);
+}
+
+static void maxpool_backward_planes(void *vc, int64_t p0, int64_t p1) {
+    const pool_ctx *k = vc;
+    const int64_t isp = nn_dims_spatial(k->in), osp = nn_dims_spatial(k->o);
+    for (int64_t nc = p0; nc < p1; nc++)
+        for (int64_t i = 0; i < osp; i++) k->dx[nc * isp + k->cidx[nc * osp + i]] += k->dy[nc * osp + i];
+}
+
+void maxpool3d_backward(float *dx, const float *dy, const int32_t *idx, nn_dims in, nn_dims out) {
+    pool_ctx k = {.dx = dx, .dy = dy, .cidx = idx, .in = in, .o = out};
+    nn_parallel_for(in.n * in.c, PL_MAX((int64_t)1, 262144 / PL_MAX(nn_dims_spatial(out), (int64_t)1)),
+                    maxpool_backward_planes, &k);
+}
+
+void avgpool_global_forward(float *y, const float *x, nn_dims in) {
+    const int64_t sp = nn_dims_spatial(in);
+    for (int64_t nc = 0; nc < in.n * in.c; nc++) {
+        double s = 0;
+        for (int64_t i = 0; i < sp; i++) s += x[nc * sp + i];
+        y[nc] = (float)(s / (double)sp);
+    }
+}
+
+void avgpool_global_backward(float *dx, const float *dy, nn_dims in) {
+    const int64_t sp = nn_dims_spatial(in);
+    for (int64_t nc = 0; nc < in.n * in.c; nc++) {
+        float g = dy[nc] / (float)sp;
+        for (int64_t i = 0; i < sp; i++) dx[nc * sp + i] += g;
+    }
+}
+
+void linear_forward(float *y, const float *x, const linear *l, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = 0; o < l->out; o++) y[i * l->out + o] = l->b ? l->b[o] : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)l->out, (int)l->in, 1.0f, x,
+                (int)l->in, l->w, (int)l->in, 1.0f, y, (int)l->out);
+}
+
+void linear_backward(float *dx, const float *dy, const float *x, const linear *l, int64_t n) {
+    // dW (OUT, IN) += dY^T (OUT, N) x X (N, IN); dX (N, IN) += dY (N, OUT) x W (OUT, IN)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l->out, (int)l->in, (int)n, 1.0f, dy,
+                (int)l->out, x, (int)l->in, 1.0f, l->dw, (int)l->in);
+    if (l->db)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t o = 0; o < l->out; o++) l->db[o] += dy[i * l->out + o];
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)l->in, (int)l->out, 1.0f,
+                    dy, (int)l->out, l->w, (int)l->in, 1.0f, dx, (int)l->in);
+}
+
+void add_forward(float *y, const float *a, const float *b, int64_t count, int relu) {
+    if (relu)
+        for (int64_t i = 0; i < count; i++) {
+            float v = a[i] + b[i];
+            y[i] = v > 0 ? v : 0.0f;
+        }
+    else
+        for (int64_t i = 0; i < count; i++) y[i] = a[i] + b[i];
+}
+
+void add_backward(float *da, float *db, const float *dy, const float *y, int64_t count, int relu) {
+    for (int64_t i = 0; i < count; i++) {
+        float g = (!relu || y[i] > 0) ? dy[i] : 0.0f;
+        if (da) da[i] += g;
+        if (db) db[i] += g;
+    }
+}
+
+void upsample2x_forward(float *y, const float *x, nn_dims in) {
+    const int64_t ow = 2 * in.w;
+    for (int64_t r = 0; r < in.n * in.c * in.d * in.h; r++) {
+        const float *xr = x + r * in.w;
+        float *y0 = y + 2 * r * ow, *y1 = y0 + ow;
+        for (int64_t i = 0; i < in.w; i++) y0[2 * i] = y0[2 * i + 1] = y1[2 * i] = y1[2 * i + 1] = xr[i];
+    }
+}
+
+void upsample2x_backward(float *dx, const float *dy, nn_dims in) {
+    const int64_t ow = 2 * in.w;
+    for (int64_t r = 0; r < in.n * in.c * in.d * in.h; r++) {
+        float *xr = dx + r * in.w;
+        const float *y0 = dy + 2 * r * ow, *y1 = y0 + ow;
+        for (int64_t i = 0; i < in.w; i++) xr[i] += y0[2 * i] + y0[2 * i + 1] + y1[2 * i] + y1[2 * i + 1];
+    }
+}

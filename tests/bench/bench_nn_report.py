@@ -1,0 +1,99 @@
+"""Merges the JSON lines of bench_nn (C) and bench_nn_torch.py into results/bench/nn.md:
+every figure beside its same-run reference (cblas_sgemm on the layer's own GEMM calls, and
+PyTorch on the same shapes), with the CPU time other processes took during the sample.
+Usage: bench_nn_report.py C.json TORCH.json OUT.md [C_AVX512.json]"""
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return [json.loads(l) for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def cpu_model():
+    fam = model = name = "?"
+    for line in open("/proc/cpuinfo"):
+        k, _, v = line.partition(":")
+        k, v = k.strip(), v.strip()
+        if k == "model name" and name == "?":
+            name = v
+        elif k == "cpu family" and fam == "?":
+            fam = v
+        elif k == "model" and model == "?":
+            model = v
+    return "%s (family %s model %s)" % (name, fam, model)
+
+
+def main():
+    c, t = load(sys.argv[1]), load(sys.argv[2])
+    c512 = load(sys.argv[4]) if len(sys.argv) > 4 else []
+    tmeta = next((r for r in t if r.get("kind") == "meta"), {})
+    key = lambda r: (r["name"], r["threads"])
+    tl = {key(r): r for r in t if r.get("kind") in ("layer", "step")}
+    c512l = {key(r): r for r in c512 if r.get("kind") == "layer"}
+    out = []
+    w = out.append
+    w("# nn benchmark (issue 9)\n")
+    w("Generated %s by `tests/bench/run_bench_nn.sh` on %s, %s, OpenBLAS core `%s`, PyTorch %s (oneDNN %s).\n" % (
+        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), platform.node() or "?", cpu_model(),
+        next((r.get("blas_core", "?") for r in c if r.get("kind") == "meta"), "?"), tmeta.get("torch", "n/a"),
+        tmeta.get("mkldnn", "n/a")))
+    w("All figures of one table row were measured in the same run, one after the other; best of 3 timed")
+    w("repetitions after a warm-up. `other` = CPU cores other processes used during the best sample")
+    w("(from /proc/stat minus our own CPU time): on this shared 2-vCPU machine anything above ~0.2 means")
+    w("the sample was time-shared and the wall-clock GFLOP/s are lower bounds. The `cpu` columns divide")
+    w("the FLOPs by the process's own CPU seconds x threads (time-sharing does not inflate them; SMT")
+    w("contention and spinning threads still do): compare each figure with its same-run reference.\n")
+    w("## Conv3d layers (GFLOP/s; fwd+bwd counts 3x the forward FLOPs: dX and dW)\n")
+    for view, pre in (("wall clock", ""), ("cpu time", "cpu_")):
+        w("\n### %s\n" % view)
+        w("| layer | thr | fwd | sgemm fwd | % | PyTorch fwd | fwd+bwd | sgemm f+b | % | PyTorch f+b | other (mp3d / torch) |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in c:
+            if r.get("kind") != "layer" or pre + "fwd_gflops" not in r:
+                continue
+            p = tl.get(key(r), {})
+            pf = "%.1f" % p[pre + "fwd_gflops"] if pre + "fwd_gflops" in p else "n/a"
+            pfb = "%.1f" % p[pre + "fwdbwd_gflops"] if pre + "fwdbwd_gflops" in p else "n/a"
+            w("| %s | %d | %.1f | %.1f | %.0f%% | %s | %.1f | %.1f | %.0f%% | %s | %.2f / %s |" % (
+                r["name"], r["threads"], r[pre + "fwd_gflops"], r[pre + "sgemm_fwd_gflops"],
+                100 * r[pre + "fwd_gflops"] / r[pre + "sgemm_fwd_gflops"], pf, r[pre + "fwdbwd_gflops"],
+                r[pre + "sgemm_fwdbwd_gflops"], 100 * r[pre + "fwdbwd_gflops"] / r[pre + "sgemm_fwdbwd_gflops"], pfb,
+                r["other_cores"], "%.2f" % p["other_cores"] if p else "n/a"))
+    if c512l:
+        w("\nSame layers with `OPENBLAS_CORETYPE=SkylakeX` (AVX-512 kernels; OpenBLAS 0.3.21 picks its")
+        w("Haswell AVX2 kernels on this CPU by default), reference re-measured in that run:\n")
+        w("| layer | thr | fwd | sgemm fwd | fwd+bwd | sgemm f+b | other |")
+        w("|---|---|---|---|---|---|---|")
+        for r in c512:
+            if r.get("kind") == "layer":
+                w("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f |" % (r["name"], r["threads"], r["fwd_gflops"], r["sgemm_fwd_gflops"],
+                                                                 r["fwdbwd_gflops"], r["sgemm_fwdbwd_gflops"], r["other_cores"]))
+    w("\n## ResNet3D-18 training step (forward, CE with label smoothing, backward, SGD)\n")
+    if os.environ.get("NN_REPORT_STEP_NOTE"):
+        w(os.environ["NN_REPORT_STEP_NOTE"] + "\n")
+    w("| input | thr | mp3d ms/step | mp3d CPU s/step | mp3d peak RSS MB | PyTorch ms/step | PyTorch CPU s/step | PyTorch peak RSS MB | other (mp3d / torch) |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for r in c:
+        if r.get("kind") != "step":
+            continue
+        p = tl.get(key(r), {})
+        w("| %s | %d | %.0f | %.2f | %.0f | %s | %s | %s | %.2f / %s |" % (
+            r["name"].replace("resnet3d18 step ", ""), r["threads"], r["ms"], r.get("cpu_s", 0), r["peak_rss_mb"],
+            "%.0f" % p["ms"] if p else "n/a", "%.2f" % p["cpu_s"] if "cpu_s" in p else "n/a",
+            "%.0f" % p["peak_rss_mb"] if p else "n/a", r["other_cores"], "%.2f" % p["other_cores"] if p else "n/a"))
+    w("\nmp3d peak RSS includes parameters, gradients and momentum (33.7M floats each, 404 MB) and")
+    w("the conv workspace (bound 256 MB); activations are planned once per input shape.\n")
+    open(sys.argv[3], "w").write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/bin/bash
+# Runs the nn benchmark (C, then PyTorch if /usr/bin/python3 has torch, then the C layers again
+# with OpenBLAS's AVX-512 kernels) and writes results/bench/nn.md (+ the raw JSON lines).
+# Usage: tests/bench/run_bench_nn.sh BUILD_DIR   (bench_nn built there: --target bench_nn)
+set -euo pipefail
+build=${1:?usage: run_bench_nn.sh BUILD_DIR}
+src=$(cd "$(dirname "$0")/../.." && pwd)
+out=$src/results/bench
+mkdir -p "$out"
+"$build/tests/bench_nn" "$out/nn_c.json"
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    /usr/bin/python3 "$src/tests/bench/bench_nn_torch.py" "$out/nn_torch.json"
+else
+    echo "python3-torch not installed: PyTorch columns will read n/a" >&2
+    : > "$out/nn_torch.json"
+fi
+if grep -q avx512f /proc/cpuinfo; then
+    OPENBLAS_CORETYPE=SkylakeX NN_BENCH_NO_STEP=1 "$build/tests/bench_nn" "$out/nn_c_avx512.json"
+fi
+python3 "$src/tests/bench/bench_nn_report.py" "$out/nn_c.json" "$out/nn_torch.json" "$out/nn.md" "$out/nn_c_avx512.json"
+cat "$out/nn.md"

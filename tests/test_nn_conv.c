@@ -1,0 +1,153 @@
+// test_nn_conv: Conv3d fast path (vol2col + sgemm, chunked; direct GEMM for 1x1x1) against the
+// naive double-accumulating reference for forward and backward (1e-5 relative), with odd
+// shapes, per-axis strides and paddings, groups, bias, the pointwise and GTM cases and a
+// workspace small enough to force many chunks; central finite differences for dx, dw, db;
+// a hand-computed 1-D case.
+#include "nn/conv3d.h"
+#include "nn/parallel.h"
+#include "tests/test_nn_util.h"
+
+typedef struct {
+    const char *name;
+    int64_t ic, oc, k[3], s[3], p[3], groups;
+    int bias;
+    nn_dims in;
+} conv_case;
+
+typedef struct {
+    conv3d *l;
+    const float *x, *r;
+    nn_dims in;
+    float *y, *ws;
+    size_t wsf;
+    int64_t ny;
+} fd_ctx;
+
+static double conv_loss(void *vc) {  // L = sum(conv(x) * R)
+    fd_ctx *c = vc;
+    conv3d_forward(c->y, c->x, c->l, c->in, c->ws, c->wsf);
+    double s = 0;
+    for (int64_t i = 0; i < c->ny; i++) s += (double)c->y[i] * c->r[i];
+    return s;
+}
+
+static void run_case(const conv_case *cc, pl_rng *rng) {
+    conv3d l = {0};
+    l.sh = conv3d_shape_make(cc->ic, cc->oc, cc->k, cc->s, cc->p, cc->groups, cc->bias);
+    nn_dims o;
+    PL_ASSERT(conv3d_out_dims(&o, &l.sh, cc->in) == 0);
+    int64_t nx = nn_dims_count(cc->in), ny = nn_dims_count(o), nw = conv3d_weight_count(&l.sh);
+    float *x = tu_alloc(nx), *w = tu_alloc(nw), *b = tu_alloc(cc->oc), *r = tu_alloc(ny);
+    float *y_ref = tu_alloc(ny), *y_big = tu_alloc(ny), *y_small = tu_alloc(ny);
+    float *dx_ref = tu_alloc(nx), *dw_ref = tu_alloc(nw), *db_ref = tu_alloc(cc->oc);
+    float *dx = tu_alloc(nx), *dw = tu_alloc(nw), *db = tu_alloc(cc->oc);
+    tu_fill(x, nx, rng, -1, 1), tu_fill(w, nw, rng, -1, 1), tu_fill(b, cc->oc, rng, -1, 1);
+    tu_fill(r, ny, rng, -1, 1);
+    l.w = w, l.b = cc->bias ? b : NULL;
+    size_t ws_big = conv3d_workspace_floats(&l.sh, cc->in, (size_t)1 << 26);
+    size_t ws_small = conv3d_workspace_floats(&l.sh, cc->in, 1);  // one output row per chunk
+    float *ws = tu_alloc((int64_t)ws_big + 1);
+    char what[160];
+
+    conv3d_forward_naive(y_ref, x, &l, cc->in);
+    conv3d_forward(y_big, x, &l, cc->in, ws, ws_big);
+    conv3d_forward(y_small, x, &l, cc->in, ws, ws_small);
+    snprintf(what, sizeof what, "%s fwd fast vs naive", cc->name);
+    tu_check(what, tu_rel_diff(y_big, y_ref, ny, 1e-6), 1e-5);
+    snprintf(what, sizeof what, "%s fwd chunked(%zu fl) vs naive", cc->name, ws_small);
+    tu_check(what, tu_rel_diff(y_small, y_ref, ny, 1e-6), 1e-5);
+
+    // backward: dL/dy = r; reference from the naive path; fast path with small chunks
+    l.dw = dw_ref, l.db = cc->bias ? db_ref : NULL;
+    conv3d_backward_naive(dx_ref, r, x, &l, cc->in);
+    l.dw = dw, l.db = cc->bias ? db : NULL;
+    conv3d_backward(dx, r, x, &l, cc->in, ws, ws_small);
+    snprintf(what, sizeof what, "%s bwd dx fast vs naive", cc->name);
+    tu_check(what, tu_rel_diff(dx, dx_ref, nx, 1e-6), 1e-5);
+    snprintf(what, sizeof what, "%s bwd dw fast vs naive", cc->name);
+    tu_check(what, tu_rel_diff(dw, dw_ref, nw, 1e-6), 1e-5);
+    if (cc->bias) {
+        snprintf(what, sizeof what, "%s bwd db fast vs naive", cc->name);
+        tu_check(what, tu_rel_diff(db, db_ref, cc->oc, 1e-6), 1e-5);
+    }
+    // accumulation contract: a second backward adds the same again
+    conv3d_backward(dx, r, x, &l, cc->in, ws, ws_big);
+    for (int64_t i = 0; i < nx; i++) dx_ref[i] *= 2;
+    snprintf(what, sizeof what, "%s bwd accumulates (2x dx)", cc->name);
+    tu_check(what, tu_rel_diff(dx, dx_ref, nx, 1e-6), 1e-5);
+
+    // finite differences against the first (single) backward
+    memset(dx, 0, (size_t)nx * 4), memset(dw, 0, (size_t)nw * 4), memset(db, 0, (size_t)cc->oc * 4);
+    conv3d_backward(dx, r, x, &l, cc->in, ws, ws_big);
+    fd_ctx c = {&l, x, r, cc->in, y_big, ws, ws_big, ny};
+    snprintf(what, sizeof what, "%s finite-diff dx", cc->name);
+    tu_check(what, tu_fd_check(conv_loss, &c, x, dx, nx, 40, 1e-2, rng), 2e-3);
+    snprintf(what, sizeof what, "%s finite-diff dw", cc->name);
+    tu_check(what, tu_fd_check(conv_loss, &c, w, dw, nw, 40, 1e-2, rng), 2e-3);
+    if (cc->bias) {
+        snprintf(what, sizeof what, "%s finite-diff db", cc->name);
+        tu_check(what, tu_fd_check(conv_loss, &c, b, db, cc->oc, 40, 1e-2, rng), 2e-3);
+    }
+    free(x), free(w), free(b), free(r), free(y_ref), free(y_big), free(y_small);
+    free(dx_ref), free(dw_ref), free(db_ref), free(dx), free(dw), free(db), free(ws);
+}
+
+// x = [1 2 3 4 5] along W, kernel [1 0 -1], stride 2, pad 1, bias 0.5:
+// padded [0 1 2 3 4 5 0] -> windows at 0,2,4: [0 1 2] [2 3 4] [4 5 0]
+// -> 0-2, 2-4, 4-0 -> [-2 -2 4] + 0.5 = [-1.5 -1.5 4.5]
+static void hand_case(void) {
+    float x[5] = {1, 2, 3, 4, 5}, w[3] = {1, 0, -1}, b = 0.5f, y[3] = {0}, ws[16];
+    conv3d l = {0};
+    const int64_t k[3] = {1, 1, 3}, s[3] = {1, 1, 2}, p[3] = {0, 0, 1};
+    l.sh = conv3d_shape_make(1, 1, k, s, p, 1, 1);
+    l.w = w, l.b = &b;
+    nn_dims in = nn_dims_make(1, 1, 1, 1, 5), o;
+    PL_ASSERT(conv3d_out_dims(&o, &l.sh, in) == 0 && o.w == 3);
+    conv3d_forward(y, x, &l, in, ws, 16);
+    float want[3] = {-1.5f, -1.5f, 4.5f};
+    tu_check("hand 1-D conv k3 s2 p1 + bias", tu_rel_diff(y, want, 3, 1), 0);
+    // dL/dy = [1 1 1]: dw[j] = sum over windows of x at tap j = (0+2+4, 1+3+5, 2+4+0) = (6, 9, 6)
+    float dy[3] = {1, 1, 1}, dw[3] = {0}, db = 0, dx[5] = {0};
+    l.dw = dw, l.db = &db;
+    conv3d_backward(dx, dy, x, &l, in, ws, 16);
+    float want_dw[3] = {6, 9, 6};
+    // dx: x1 gets w1 (window0, tap1)=0... x_i receives w[tap] for every window covering it:
+    // x0(pos1): w1 -> 0; x1(pos2): w2 (win0) + w0 (win1) = -1+1 = 0; x2(pos3): w1 = 0;
+    // x3(pos4): w2 + w0 = 0; x4(pos5): w1 = 0
+    float want_dx[5] = {0, 0, 0, 0, 0};
+    tu_check("hand 1-D conv dw", tu_rel_diff(dw, want_dw, 3, 1), 0);
+    tu_check("hand 1-D conv db = 3", fabs(db - 3.0f), 0);
+    tu_check("hand 1-D conv dx", tu_rel_diff(dx, want_dx, 5, 1), 0);
+}
+
+int main(void) {
+    pl_rng rng;
+    pl_rng_seed(&rng, 9);
+    hand_case();
+    const conv_case cases[] = {
+        {"k333 s1 p1 bias", 3, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 3, 5, 6, 7}},
+        {"k231 s(2,1,3) p(1,0,1) g2 bias", 4, 6, {2, 3, 1}, {2, 1, 3}, {1, 0, 1}, 2, 1, {1, 4, 5, 7, 8}},
+        {"pointwise 5->3", 5, 3, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 0, {2, 5, 3, 4, 5}},
+        {"pointwise s(1,2,2) downsample", 4, 6, {1, 1, 1}, {1, 2, 2}, {0, 0, 0}, 1, 0, {1, 4, 3, 7, 6}},
+        {"GTM grouped 1x1 (C=3, D=4)", 12, 3, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 3, 0, {2, 12, 1, 5, 5}},
+        {"temporal k311 p100", 4, 5, {3, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 0, {1, 4, 5, 6, 6}},
+        {"temporal k511 p(1,0,0) bias, D=3", 3, 5, {5, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 1, {2, 3, 3, 4, 5}},
+        {"temporal k211 p0 (no padding)", 3, 2, {2, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 1, {2, 3, 4, 3, 5}},
+        {"spatial k133 s(1,2,2) p011", 4, 5, {1, 3, 3}, {1, 2, 2}, {0, 1, 1}, 1, 0, {2, 4, 3, 9, 7}},
+        {"stem k777 s(1,2,2) p3", 1, 4, {7, 7, 7}, {1, 2, 2}, {3, 3, 3}, 1, 0, {1, 1, 3, 11, 10}},
+        {"depthwise k333 g4 s2", 4, 4, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, 4, 1, {1, 4, 5, 5, 6}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], &rng);
+    // big enough that vol2col and col2vol split over 2 threads (nn_parallel_for thresholds)
+    nn_set_threads(2);
+    const conv_case threaded = {"2 threads: k333 p1 (1,8,5,40,40)", 8, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {1, 8, 5, 40, 40}};
+    run_case(&threaded, &rng);
+    nn_set_threads(0);
+    // invalid shapes are reported, not asserted
+    pl_set_error_echo(0);
+    conv3d_shape bad = conv3d_shape_make(6, 4, (int64_t[3]){1, 1, 1}, (int64_t[3]){1, 1, 1},
+                                         (int64_t[3]){0, 0, 0}, 4, 0);
+    nn_dims o;
+    tu_check("groups=4 with ic=6 rejected", conv3d_out_dims(&o, &bad, nn_dims_make(1, 6, 1, 1, 1)) == PL_EINVAL ? 0 : 1, 0);
+    return tu_finish("test_nn_conv");
+}
