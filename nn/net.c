@@ -136,6 +136,14 @@ void nn_net_destroy(nn_net *net) {
 }
 
 nn_params *nn_net_params(nn_net *net) { return &net->params; }
+
+void nn_net_set_bn_sync(nn_net *net, void (*fn)(void *ctx, double *buf, int n), void *ctx) {
+    for (int i = 0; i < net->nops; i++)
+        if (net->ops[i].kind == NN_OP_BN) {
+            net->ops[i].u.bn.sync = fn;
+            net->ops[i].u.bn.sync_ctx = ctx;
+        }
+}
 int nn_net_num_outputs(const nn_net *net) { return net->noutputs; }
 
 static nn_dims op_in_dims(const nn_net *net, const nn_op *op) {

@@ -59,5 +59,8 @@ float *nn_net_output_grad(nn_net *net, int i);
 // Backward of the last forward: overwrites the whole grads buffer (no accumulation across
 // calls); cb (may be NULL) as described above.
 int nn_net_backward(nn_net *net, nn_grad_ready_fn cb, void *ctx);
+// Synchronised BatchNorm: every BatchNorm layer sums its statistics over the replicas with
+// fn (see batchnorm3d.sync); fn = NULL restores per-replica statistics.
+void nn_net_set_bn_sync(nn_net *net, void (*fn)(void *ctx, double *buf, int n), void *ctx);
 // Bytes of the current plan: activations, activation gradients, saved statistics, workspace.
 size_t nn_net_plan_bytes(const nn_net *net);

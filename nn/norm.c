@@ -74,9 +74,106 @@ static int64_t norm_min_channels(nn_dims d) {
     return PL_MAX((int64_t)1, 262144 / PL_MAX(d.n * nn_dims_spatial(d), (int64_t)1));
 }
 
+// Synchronised training forward: global count and sum, then the global sum of squared
+// deviations from the global mean (two passes, as the single-replica path, for accuracy).
+static void bn_forward_sync(float *y, float *mean, float *invstd, const float *x, const batchnorm3d *l,
+                            nn_dims d, int relu) {
+    const int64_t sp = nn_dims_spatial(d), C = d.c;
+    double buf[2 * 4096 + 1];
+    PL_ASSERT(C <= 4096);
+    for (int64_t c = 0; c < C; c++) {
+        double s = 0;
+        for (int64_t n = 0; n < d.n; n++) {
+            const float *xp = x + (n * C + c) * sp;
+            for (int64_t i = 0; i < sp; i++) s += xp[i];
+        }
+        buf[c] = s;
+    }
+    buf[C] = (double)(d.n * sp);
+    l->sync(l->sync_ctx, buf, (int)C + 1);
+    const double m = buf[C];
+    for (int64_t c = 0; c < C; c++) {
+        const double mu = m > 0 ? buf[c] / m : 0;
+        double s2 = 0;
+        for (int64_t n = 0; n < d.n; n++) {
+            const float *xp = x + (n * C + c) * sp;
+            for (int64_t i = 0; i < sp; i++) {
+                double t = xp[i] - mu;
+                s2 += t * t;
+            }
+        }
+        buf[C + 1 + c] = s2;
+        mean[c] = (float)mu;
+    }
+    l->sync(l->sync_ctx, buf + C + 1, (int)C);
+    for (int64_t c = 0; c < C; c++) {
+        const double mu = mean[c], s2 = buf[C + 1 + c];
+        const double var = m > 0 ? s2 / m : 0, unbiased = m > 1 ? s2 / (m - 1) : var;
+        l->running_mean[c] = (float)((1.0 - l->momentum) * l->running_mean[c] + l->momentum * mu);
+        l->running_var[c] = (float)((1.0 - l->momentum) * l->running_var[c] + l->momentum * unbiased);
+        const double is = 1.0 / sqrt(var + (double)l->eps);
+        invstd[c] = (float)is;
+        const float a = (float)(l->gamma[c] * is), b = l->beta[c], mf = (float)mu;
+        for (int64_t n = 0; n < d.n; n++) {
+            const float *xp = x + (n * C + c) * sp;
+            float *yp = y + (n * C + c) * sp;
+            for (int64_t i = 0; i < sp; i++) {
+                float v = (xp[i] - mf) * a + b;
+                yp[i] = (relu && v < 0) ? 0 : v;
+            }
+        }
+    }
+}
+
+// Synchronised training backward: dgamma/dbeta get the local sums (the gradient all-reduce adds
+// the replicas'); dx uses the global sums and the global count.
+static void bn_backward_sync(float *dx, const float *dy, const float *x, const float *y, const float *mean,
+                             const float *invstd, const batchnorm3d *l, nn_dims d, int relu) {
+    const int64_t sp = nn_dims_spatial(d), C = d.c;
+    double buf[2 * 4096 + 1];
+    PL_ASSERT(C <= 4096);
+    for (int64_t c = 0; c < C; c++) {
+        const float mu = mean[c];
+        double sg = 0, sgx = 0;
+        for (int64_t n = 0; n < d.n; n++) {
+            const int64_t off = (n * C + c) * sp;
+            for (int64_t i = 0; i < sp; i++) {
+                float g = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
+                sg += g;
+                sgx += (double)g * (x[off + i] - mu);
+            }
+        }
+        sgx *= invstd[c];
+        l->dbeta[c] += (float)sg;
+        l->dgamma[c] += (float)sgx;
+        buf[c] = sg;
+        buf[C + c] = sgx;
+    }
+    buf[2 * C] = (double)(d.n * sp);
+    l->sync(l->sync_ctx, buf, 2 * (int)C + 1);
+    if (!dx) return;
+    const double m = buf[2 * C];
+    for (int64_t c = 0; c < C; c++) {
+        const float mu = mean[c], is = invstd[c], kk = l->gamma[c] * is;
+        const float mg = (float)(buf[c] / m), mgx = (float)(buf[C + c] / m);
+        for (int64_t n = 0; n < d.n; n++) {
+            const int64_t off = (n * C + c) * sp;
+            for (int64_t i = 0; i < sp; i++) {
+                float g = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
+                dx[off + i] += kk * (g - mg - (x[off + i] - mu) * is * mgx);
+            }
+        }
+    }
+}
+
 void batchnorm3d_forward(float *y, float *mean, float *invstd, const float *x,
                          const batchnorm3d *l, nn_dims d, int train, int relu) {
     PL_ASSERT(d.c == l->c);
+    if (train && l->sync) {
+        bn_forward_sync(y, mean, invstd, x, l, d, relu);
+        if (l->num_batches_tracked) l->num_batches_tracked[0] += 1.0f;
+        return;
+    }
     norm_ctx k = {.y = y, .mean = mean, .invstd = invstd, .x = x, .bn = l, .d = d, .train = train, .relu = relu};
     nn_parallel_for(d.c, norm_min_channels(d), bn_forward_range, &k);
     if (train && l->num_batches_tracked) l->num_batches_tracked[0] += 1.0f;
@@ -126,6 +223,10 @@ static void bn_backward_range(void *vc, int64_t c0, int64_t c1) {
 void batchnorm3d_backward(float *dx, const float *dy, const float *x, const float *y,
                           const float *mean, const float *invstd, const batchnorm3d *l,
                           nn_dims d, int train, int relu) {
+    if (train && l->sync) {
+        bn_backward_sync(dx, dy, x, y, mean, invstd, l, d, relu);
+        return;
+    }
     norm_ctx k = {.dx = dx, .dy = dy, .x = x, .yin = y, .cmean = mean, .cinvstd = invstd, .bn = l,
                   .d = d, .train = train, .relu = relu};
     nn_parallel_for(d.c, norm_min_channels(d), bn_backward_range, &k);

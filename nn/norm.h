@@ -15,6 +15,11 @@ typedef struct {
     float *dgamma, *dbeta;        // (C) views into grads (accumulated)
     float *running_mean, *running_var; // (C) views into buffers
     float *num_batches_tracked;   // (1) view into buffers (an integer count kept as float)
+    // Synchronised BatchNorm (optional): sums buf[0..n) element-wise over all replicas in place
+    // (the trainer passes an MPI all-reduce). With it, training statistics and the backward's
+    // two per-channel sums are those of the global batch (torch.nn.SyncBatchNorm).
+    void (*sync)(void *ctx, double *buf, int n);
+    void *sync_ctx;
 } batchnorm3d;
 
 // y = gamma * (x - mean) * invstd + beta (then ReLU if relu). train: batch statistics over

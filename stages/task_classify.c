@@ -27,6 +27,7 @@ typedef struct {
     double smin, eps;
     float mean, std;
     uint64_t seed;
+    MPI_Comm comm;            // for synchronised BatchNorm
     uint8_t *raw;             // (D, S, S) one stored sample
     float *x;                 // (bmax, 1, D, crop, crop)
     int64_t *lab;             // (bmax)
@@ -213,6 +214,8 @@ int task_classify_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     nc.gn_groups = (int)cfg_int(cfg, "model.gn_groups");
     nc.num_classes = c->classes;
     if ((rc = nn_net_create(&c->net, &nc, c->seed))) goto fail;
+    c->comm = comm;
+    if (cfg_bool(cfg, "train.sync_bn") && size > 1) nn_net_set_bn_sync(c->net, trainer_bn_allreduce, &c->comm);
     c->raw = pl_malloc((size_t)c->D * c->S * c->S, "sample");
     c->x = pl_malloc(sizeof(float) * (size_t)c->bmax * c->D * c->crop * c->crop, "batch");
     c->lab = pl_malloc(sizeof(int64_t) * (size_t)c->bmax, "batch labels");

@@ -17,14 +17,19 @@ int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
     }
     openblas_set_num_threads(threads);
     if (cfg_bool(cfg, "train.sync_bn")) {
-        pl_fail(PL_EUNSUPPORTED, "%s: train.sync_bn = true is not built yet (BatchNorm statistics are per rank, as in CSPR; "
-                "use model.norm = \"gn\" for batch-size-independent normalisation)", cfg_path(cfg));
-        return MP3D_EXIT_USAGE;
+        int size = 1;
+        MPI_Comm_size(comm, &size);
+        if (cfg_int(cfg, "train.batch") < size) {
+            pl_fail(PL_EINVAL, "%s: train.sync_bn = true needs train.batch >= ranks (%lld < %d): every rank must see samples",
+                    cfg_path(cfg), (long long)cfg_int(cfg, "train.batch"), size);
+            return MP3D_EXIT_USAGE;
+        }
     }
     const char *task = cfg_str(cfg, "train.task");
     train_task *t = NULL;
     int rc;
     if (!strcmp(task, "classify")) rc = task_classify_create(&t, cfg, comm);
+    else if (!strcmp(task, "detect")) rc = task_detect_create(&t, cfg, comm);
     else rc = pl_fail(PL_EUNSUPPORTED, "train.task = \"%s\" is not built yet in this version", task);
     // Every rank opened the same files; agree on the verdict before any collective work.
     int bad = rc != 0;

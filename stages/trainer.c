@@ -25,6 +25,10 @@ static void install_signals(void) {
     sigaction(SIGUSR1, &sa, NULL);
 }
 
+void trainer_bn_allreduce(void *ctx, double *buf, int n) {
+    MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, *(MPI_Comm *)ctx);
+}
+
 // The epoch's permutation of the training samples: identical on every rank for a seed.
 static void epoch_permutation(int64_t *perm, int64_t n, uint64_t seed, int64_t epoch) {
     for (int64_t i = 0; i < n; i++) perm[i] = i;
@@ -33,10 +37,11 @@ static void epoch_permutation(int64_t *perm, int64_t n, uint64_t seed, int64_t e
     pl_rng_shuffle_i64(&r, perm, n);
 }
 
+// Trainable parameters and momentum only: with per-rank BatchNorm the running statistics
+// legitimately differ between ranks until they are averaged (sync_buffers).
 static uint64_t params_hash(const nn_params *p) {
     uint64_t h = pl_fnv1a(p->params, p->nparams * sizeof(float), PL_FNV_INIT);
-    if (p->nbuffers) h = pl_fnv1a(p->buffers, p->nbuffers * sizeof(float), h);
-    return h;
+    return pl_fnv1a(p->momentum, p->nparams * sizeof(float), h);
 }
 
 static int check_identical(const nn_params *p, MPI_Comm comm, int64_t step) {

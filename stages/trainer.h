@@ -35,5 +35,10 @@ struct train_task {
 
 int task_classify_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
 
+// The nn BatchNorm sync hook (batchnorm3d.sync) over MPI: ctx points to an MPI_Comm that
+// outlives the network. Used when train.sync_bn = true.
+void trainer_bn_allreduce(void *ctx, double *buf, int n);
+int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
+
 // The loop. Returns an exit code (stages/stages.h), identical on every rank.
 int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm);

@@ -44,7 +44,7 @@ static void test_batchnorm(pl_rng *rng) {
     // hand case: C=1, N=2, W=2: x = [1 2 | 3 4]; mean 2.5, biased var 1.25, unbiased 5/3
     float x[4] = {1, 2, 3, 4}, y[4], g = 2, b = 0.5f, rm = 0, rv = 1, nbt = 0, mean, invstd;
     float dg = 0, db = 0;
-    batchnorm3d l = {1, 1e-5f, 0.1f, &g, &b, &dg, &db, &rm, &rv, &nbt};
+    batchnorm3d l = {1, 1e-5f, 0.1f, &g, &b, &dg, &db, &rm, &rv, &nbt, NULL, NULL};
     nn_dims d = nn_dims_make(2, 1, 1, 1, 2);
     batchnorm3d_forward(y, &mean, &invstd, x, &l, d, 1, 0);
     const double is = 1.0 / sqrt(1.25 + 1e-5);  // 0.894423613
@@ -72,7 +72,7 @@ static void test_batchnorm(pl_rng *rng) {
     float ga[5], be[5], dga[5] = {0}, dbe[5] = {0}, rm5[5] = {0}, rv5[5] = {1, 1, 1, 1, 1}, nb5 = 0;
     float mu[5], isd[5];
     tu_fill(xx, n, rng, -2, 3), tu_fill(r, n, rng, -1, 1), tu_fill(ga, 5, rng, 0.5, 1.5), tu_fill(be, 5, rng, -1, 1);
-    batchnorm3d L = {5, 1e-5f, 0.1f, ga, be, dga, dbe, rm5, rv5, &nb5};
+    batchnorm3d L = {5, 1e-5f, 0.1f, ga, be, dga, dbe, rm5, rv5, &nb5, NULL, NULL};
     batchnorm3d_forward(yy, mu, isd, xx, &L, e, 1, 0);
     batchnorm3d_backward(gx, r, xx, yy, mu, isd, &L, e, 1, 0);
     lctx c = {0, &L, xx, NULL, yy, r, mu, isd, NULL, e, n};
@@ -331,7 +331,7 @@ static void test_norm_threads(pl_rng *rng) {
             y[t] = tu_alloc(n), dx[t] = tu_alloc(n);
             memset(dg[t], 0, sizeof dg[t]), memset(db[t], 0, sizeof db[t]);
             if (kind == 0) {
-                batchnorm3d l = {16, 1e-5f, 0.1f, g, b, dg[t], db[t], rm, rv, &nbt};
+                batchnorm3d l = {16, 1e-5f, 0.1f, g, b, dg[t], db[t], rm, rv, &nbt, NULL, NULL};
                 batchnorm3d_forward(y[t], st[t], st[t] + 16, x, &l, d, 1, 1);
                 batchnorm3d_backward(dx[t], dy, x, y[t], st[t], st[t] + 16, &l, d, 1, 1);
             } else {

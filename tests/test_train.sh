@@ -43,6 +43,13 @@ grep -q "buckets\|comm_wait_ms" "$T/a.log" && ok "communication time logged" || 
 run 1 "$T/c" || bad "run c exited $?"
 "$TOOL" compare "$T/a/$final" "$T/c/$final" 2e-4 && ok "1 rank == 2 ranks within 2e-4" || bad "1 vs 2 ranks differ"
 
+# 2b. BatchNorm: synchronised statistics make 2 ranks equal 1 rank; per-rank statistics do not
+run 2 "$T/bn2" --set model.norm=bn --set train.sync_bn=true --set train.max_steps=12 || bad "sync-bn 2 ranks exited $?"
+run 1 "$T/bn1" --set model.norm=bn --set train.sync_bn=true --set train.max_steps=12 || bad "sync-bn 1 rank exited $?"
+run 2 "$T/bn2p" --set model.norm=bn --set train.max_steps=12 || bad "per-rank bn exited $?"
+"$TOOL" compare "$T/bn1/ckpt_00000012.h5" "$T/bn2/ckpt_00000012.h5" 2e-4 && ok "sync BatchNorm: 1 rank == 2 ranks within 2e-4" || bad "sync BN 1 vs 2 ranks differ"
+"$TOOL" compare "$T/bn1/ckpt_00000012.h5" "$T/bn2p/ckpt_00000012.h5" 2e-4 >/dev/null && bad "per-rank BN matched 1 rank: the sync-BN check proves nothing" || ok "per-rank BatchNorm differs from 1 rank (as it should)"
+
 # 3. SIGKILL mid-run and restart
 mpirun -np 2 "$BIN" train "$T/t.cfg" --set output.dir="$T/k" >"$T/k1.log" 2>&1 &
 mpipid=$!
