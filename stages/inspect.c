@@ -1,10 +1,142 @@
-// Placeholder until this stage is built: says so and exits 2 (see stages/stages.h).
+// mp3d inspect FILE: a summary of any file mp3d writes, on stdout (rank 0 only).
+// HDF5 (shards, checkpoints): completeness, attributes (provenance, long texts cut), datasets with
+// types and shapes; for sample shards also the sample count per split and the quarantine count.
+// CSV (detections, quarantine.csv, DL_info.csv): header, row count, rows per first-column value
+// for quarantine files. Anything else: size and "unknown format".
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "io/fileio.h"
+#include "io/h5shard.h"
 #include "nn/pl.h"
 #include "stages/stages.h"
 
+static const unsigned char HDF5_MAGIC[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+
+static void shard_summary(const char *path, FILE *out) {
+    h5shard_reader *r = NULL;
+    pl_set_error_echo(0);
+    int rc = h5shard_open(&r, path);
+    pl_set_error_echo(1);
+    if (rc || !h5shard_exists(r, "images")) {
+        h5shard_close(r);
+        return;
+    }
+    int64_t d[8] = {0};
+    int nd = h5shard_shape(r, "images", d, 8);
+    fprintf(out, "summary:\n  samples: %lld\n  sample_shape: (", (long long)d[0]);
+    for (int i = 1; i < nd; i++) fprintf(out, "%s%lld", i > 1 ? ", " : "", (long long)d[i]);
+    fprintf(out, ")\n");
+    if (h5shard_exists(r, "split") && d[0] > 0) {
+        int32_t *sp = malloc(sizeof(int32_t) * (size_t)d[0]);
+        if (sp && h5shard_read(r, "split", SHARD_I32, sp, 0, d[0]) == 0) {
+            int64_t cnt[4] = {0};
+            for (int64_t i = 0; i < d[0]; i++) cnt[sp[i] >= 1 && sp[i] <= 3 ? sp[i] : 0]++;
+            fprintf(out, "  samples_per_split: train=%lld val=%lld test=%lld other=%lld\n", (long long)cnt[1], (long long)cnt[2],
+                    (long long)cnt[3], (long long)cnt[0]);
+        }
+        free(sp);
+    } else {
+        char *s = NULL;
+        pl_set_error_echo(0);
+        if (h5shard_get_attr_str(r, "split", &s) == 0) fprintf(out, "  samples_per_split: %s=%lld\n", s, (long long)d[0]);
+        pl_set_error_echo(1);
+        free(s);
+    }
+    for (const char *rows = "lesion_offsets\0box_offsets\0"; *rows; rows += strlen(rows) + 1) {
+        int64_t od[1] = {0};
+        if (h5shard_exists(r, rows) && h5shard_shape(r, rows, od, 1) == 1 && od[0] > 0) {
+            int64_t last = 0;
+            if (h5shard_read(r, rows, SHARD_I64, &last, od[0] - 1, 1) == 0) fprintf(out, "  rows (%s): %lld\n", rows, (long long)last);
+        }
+    }
+    double q = 0;
+    int n = 0;
+    pl_set_error_echo(0);
+    if (h5shard_get_attr_f64(r, "quarantined", &q, 1, &n) == 0) fprintf(out, "  quarantined_at_write: %.0f\n", q);
+    pl_set_error_echo(1);
+    h5shard_close(r);
+}
+
+// Rows of a CSV file; for quarantine-style files (first column "stage") also rows per stage.
+static int csv_summary(const char *path, FILE *out) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = pl_read_file(path, &buf, &len);
+    if (rc) return rc;
+    char *t = pl_realloc(buf, len + 1, "csv text");
+    if (!t) { free(buf); return PL_ENOMEM; }
+    t[len] = 0;
+    char *nl = strchr(t, '\n');
+    fprintf(out, "file: %s\nformat: csv\nheader: %.*s\n", path, (int)(nl ? nl - t : (long)strlen(t)), t);
+    int64_t rows = 0;
+    for (char *p = nl ? nl + 1 : NULL; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) rows++;
+    fprintf(out, "rows: %lld\n", (long long)rows);
+    if (!strncmp(t, "stage,", 6) && nl) {
+        // per-stage counts (rows are grouped by stage: other stages' rows first, then sorted)
+        char prev[64] = "";
+        int64_t cnt = 0;
+        for (char *p = nl + 1; p && *p;) {
+            char *c = strchr(p, ',');
+            char st[64] = "";
+            if (c) snprintf(st, sizeof st, "%.*s", (int)PL_MIN((long)(c - p), 63L), p);
+            if (strcmp(st, prev)) {
+                if (prev[0]) fprintf(out, "  quarantined[%s]: %lld\n", prev, (long long)cnt);
+                snprintf(prev, sizeof prev, "%s", st);
+                cnt = 0;
+            }
+            cnt++;
+            char *e = strchr(p, '\n');
+            p = e ? e + 1 : NULL;
+        }
+        if (prev[0]) fprintf(out, "  quarantined[%s]: %lld\n", prev, (long long)cnt);
+    }
+    free(t);
+    return 0;
+}
+
 int stage_inspect_run(const pl_cfg *cfg, MPI_Comm comm) {
-    (void)cfg;
-    (void)comm;
-    LOG0("mp3d: stage 'inspect' is not built yet in this version");
-    return MP3D_EXIT_USAGE;
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    const char *path = cfg_str(cfg, "inspect.file");
+    if (!path[0]) {
+        LOG0("inspect: no file given (mp3d inspect FILE)");
+        return MP3D_EXIT_USAGE;
+    }
+    int code = MP3D_EXIT_OK;
+    if (rank == 0) {
+        struct stat st;
+        FILE *f = stat(path, &st) == 0 ? fopen(path, "rb") : NULL;
+        unsigned char head[8] = {0};
+        size_t got = f ? fread(head, 1, 8, f) : 0;
+        if (f) fclose(f);
+        const char *dot = strrchr(path, '.');
+        if (!f) {
+            pl_fail(PL_ENOTFOUND, "inspect: %s: cannot open", path);
+            code = MP3D_EXIT_FAIL;
+        } else if (got == 8 && !memcmp(head, HDF5_MAGIC, 8)) {
+            fprintf(stdout, "format: hdf5 (%lld bytes)\n", (long long)st.st_size);
+            if (h5shard_describe(path, stdout)) code = MP3D_EXIT_FAIL;
+            else shard_summary(path, stdout);
+            // the quarantine list of the run that wrote the file, if it sits beside it
+            char dir[4096], q[4200];
+            snprintf(dir, sizeof dir, "%s", path);
+            char *sl = strrchr(dir, '/');
+            if (sl) *sl = 0;
+            else snprintf(dir, sizeof dir, ".");
+            snprintf(q, sizeof q, "%s/quarantine.csv", dir);
+            if (pl_path_exists(q)) {
+                fprintf(stdout, "quarantine:\n");
+                csv_summary(q, stdout);
+            }
+        } else if (dot && !strcmp(dot, ".csv")) {
+            if (csv_summary(path, stdout)) code = MP3D_EXIT_FAIL;
+        } else {
+            fprintf(stdout, "file: %s\nformat: unknown (%lld bytes)\n", path, (long long)st.st_size);
+        }
+        fflush(stdout);
+    }
+    MPI_Bcast(&code, 1, MPI_INT, 0, comm);
+    return code;
 }

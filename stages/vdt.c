@@ -1,10 +1,777 @@
-// Placeholder until this stage is built: says so and exits 2 (see stages/stages.h).
+// mp3d vdt: ImageNet (ILSVRC2012 tars + LOC csv/txt) or COCO 2017 (zips + instances JSON) ->
+// pseudo-3D HDF5 shards OUT/{imagenet,coco}_{split}.h5 holding `images` (N, 1, 3, S, S) uint8:
+// the colour axis is the depth axis (VDT, Zhang et al. 2022). Decode -> antialiased resize of the
+// short side to vdt.short_side -> centre crop vdt.crop. Work is split by whole archive entries
+// (an ImageNet train synset tar, a val/COCO image) balanced by bytes, from the sorted entry list.
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "io/archive.h"
+#include "io/coco.h"
+#include "io/fileio.h"
+#include "io/h5shard.h"
+#include "io/image.h"
+#include "io/imagenet.h"
+#include "io/worksplit.h"
 #include "nn/pl.h"
+#include "stages/quarantine.h"
 #include "stages/stages.h"
 
+#ifndef MP3D_VERSION
+#define MP3D_VERSION "0.1.0"
+#endif
+
+enum { NAME_W = 64 };
+
+// ---------------------------------------------------------------------------- resize + crop
+
+// Separable antialiased linear resampling (a triangle filter widened by the downscale factor,
+// as PIL's BILINEAR resize does): output pixel o of an axis reads input pixels around
+// centre (o + 0.5) * in / out with weights max(0, 1 - |k + 0.5 - centre| / support),
+// support = max(in / out, 1), normalised to sum 1.
+typedef struct {
+    int *first, *count;   // (out) first input index and tap count
+    float *w;             // (out, taps)
+    int taps;
+} vdt_axis;
+
+static void axis_free(vdt_axis *a) {
+    free(a->first);
+    free(a->count);
+    free(a->w);
+}
+
+// Weights for output indices [o0, o0 + n) of an axis resized from `in` to `out`.
+static int axis_init(vdt_axis *a, int in, int out, int o0, int n) {
+    double scale = (double)in / out, support = scale > 1 ? scale : 1.0;
+    a->taps = (int)ceil(support) * 2 + 1;
+    a->first = pl_malloc(sizeof(int) * (size_t)n, "resize taps");
+    a->count = pl_malloc(sizeof(int) * (size_t)n, "resize taps");
+    a->w = pl_malloc(sizeof(float) * (size_t)n * (size_t)a->taps, "resize weights");
+    if (!a->first || !a->count || !a->w) return PL_ENOMEM;
+    for (int i = 0; i < n; i++) {
+        double c = (o0 + i + 0.5) * scale;
+        int k0 = (int)floor(c - support), k1 = (int)ceil(c + support);
+        k0 = PL_MAX(k0, 0);
+        k1 = PL_MIN(k1, in - 1);
+        double ws[256], sum = 0;
+        int cnt = 0, first = -1;
+        for (int k = k0; k <= k1 && cnt < a->taps && cnt < 256; k++) {
+            double wt = 1.0 - fabs(k + 0.5 - c) / support;
+            if (wt <= 0) {
+                if (first < 0) continue;
+                break;
+            }
+            if (first < 0) first = k;
+            ws[cnt++] = wt;
+            sum += wt;
+        }
+        if (cnt == 0) {   // cannot happen for support >= 1, kept as a guard: nearest pixel
+            first = PL_CLAMP((int)c, 0, in - 1);
+            ws[0] = sum = 1;
+            cnt = 1;
+        }
+        a->first[i] = first;
+        a->count[i] = cnt;
+        for (int t = 0; t < cnt; t++) a->w[(size_t)i * (size_t)a->taps + (size_t)t] = (float)(ws[t] / sum);
+    }
+    return 0;
+}
+
+// Resize (h, w, 3) so the short side is S, then centre-crop C x C into planes (3, C, C).
+// Only the cropped window is computed. Sets the scale and crop offset used (for boxes).
+static int resize_crop(uint8_t *out, const uint8_t *rgb, int w, int h, int S, int C, double *sx, double *sy, int *x0, int *y0) {
+    int nw, nh;
+    if (w <= h) {
+        nw = S;
+        nh = (int)((int64_t)S * h / w);   // torchvision Resize(int): long side truncated
+    } else {
+        nh = S;
+        nw = (int)((int64_t)S * w / h);
+    }
+    *sx = (double)nw / w;
+    *sy = (double)nh / h;
+    *x0 = (nw - C) / 2;
+    *y0 = (nh - C) / 2;
+    vdt_axis ax = {0}, ay = {0};
+    float *tmp = NULL;
+    int rc = axis_init(&ax, w, nw, *x0, C);
+    if (!rc) rc = axis_init(&ay, h, nh, *y0, C);
+    if (!rc) {
+        // rows needed by the vertical pass
+        int r0 = ay.first[0], r1 = ay.first[C - 1] + ay.count[C - 1];
+        tmp = pl_malloc(sizeof(float) * (size_t)(r1 - r0) * (size_t)C * 3, "resize rows");
+        if (!tmp) rc = PL_ENOMEM;
+        for (int r = r0; r < r1 && !rc; r++) {   // horizontal: (rows, C, 3)
+            const uint8_t *src = rgb + (size_t)r * (size_t)w * 3;
+            float *dst = tmp + (size_t)(r - r0) * (size_t)C * 3;
+            for (int i = 0; i < C; i++) {
+                const float *wt = ax.w + (size_t)i * (size_t)ax.taps;
+                const uint8_t *p = src + (size_t)ax.first[i] * 3;
+                float a0 = 0, a1 = 0, a2 = 0;
+                for (int t = 0; t < ax.count[i]; t++) {
+                    a0 += wt[t] * p[3 * t];
+                    a1 += wt[t] * p[3 * t + 1];
+                    a2 += wt[t] * p[3 * t + 2];
+                }
+                dst[3 * i] = a0;
+                dst[3 * i + 1] = a1;
+                dst[3 * i + 2] = a2;
+            }
+        }
+        for (int j = 0; j < C && !rc; j++) {   // vertical, into planes
+            const float *wt = ay.w + (size_t)j * (size_t)ay.taps;
+            for (int i = 0; i < C; i++) {
+                float a[3] = {0, 0, 0};
+                for (int t = 0; t < ay.count[j]; t++) {
+                    const float *p = tmp + ((size_t)(ay.first[j] + t - r0) * (size_t)C + (size_t)i) * 3;
+                    a[0] += wt[t] * p[0];
+                    a[1] += wt[t] * p[1];
+                    a[2] += wt[t] * p[2];
+                }
+                for (int c = 0; c < 3; c++) {
+                    float v = nearbyintf(a[c]);
+                    out[((size_t)c * (size_t)C + (size_t)j) * (size_t)C + (size_t)i] = (uint8_t)PL_CLAMP(v, 0.0f, 255.0f);
+                }
+            }
+        }
+    }
+    free(tmp);
+    axis_free(&ax);
+    axis_free(&ay);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------- items
+
+typedef struct {
+    char name[NAME_W];     // entry base name ("ILSVRC2012_val_00000001.JPEG", "000000000139.jpg", "n01440764.tar")
+    char entry[256];       // full entry name in the archive
+    int64_t size;          // bytes (balance)
+    int64_t idx;           // ImageNet: label or -1; COCO: image index in coco_set
+    int present;           // found in the archive
+} vdt_item;
+
+static int cmp_item(const void *a, const void *b) { return strcmp(((const vdt_item *)a)->name, ((const vdt_item *)b)->name); }
+
+static const char *base_of(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+static int64_t find_item(const vdt_item *it, int64_t n, const char *name) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t m = (lo + hi) / 2;
+        if (strcmp(it[m].name, name) < 0) lo = m + 1;
+        else hi = m;
+    }
+    return lo < n && !strcmp(it[lo].name, name) ? lo : -1;
+}
+
+typedef struct {
+    const pl_cfg *cfg;
+    int S, C;
+    double min_frac;
+    quarantine *q;
+    h5shard_writer *w;
+    const coco_set *coco;
+    uint8_t *sample;       // (1, 3, C, C)
+    int64_t kept, skipped;
+    double t_decode, t_proc;
+} vdt_ctx;
+
+// One decoded image -> one sample under `key`. Quarantines and returns 0 on bad input.
+static int add_image(vdt_ctx *cx, int64_t key, const char *archive, const char *entry, const uint8_t *buf, size_t len, int label,
+                     int64_t coco_idx) {
+    uint8_t *rgb = NULL;
+    int w = 0, h = 0;
+    double t0 = pl_time();
+    pl_set_error_echo(0);
+    int rc = img_decode_rgb8(&rgb, &w, &h, buf, len, entry);
+    pl_set_error_echo(1);
+    double t1 = pl_time();
+    cx->t_decode += t1 - t0;
+    if (rc) {
+        quarantine_add(cx->q, archive, entry, pl_last_error(), 1);
+        cx->skipped++;
+        return 0;
+    }
+    double sx, sy;
+    int x0, y0;
+    rc = resize_crop(cx->sample, rgb, w, h, cx->S, cx->C, &sx, &sy, &x0, &y0);
+    free(rgb);
+    if (rc) return rc;
+    char name[NAME_W] = {0};
+    snprintf(name, sizeof name, "%s", base_of(entry));
+    int32_t size[2] = {h, w};
+    double affine[4] = {1.0 / sx, x0 / sx, 1.0 / sy, y0 / sy};   // orig = a * (stored) + b, continuous coordinates
+    if (!cx->coco) {
+        int32_t lab = label;
+        const void *cv[] = {name, &lab, size, affine};
+        rc = h5shard_add(cx->w, key, cx->sample, cv, 0, NULL);
+    } else {
+        const coco_set *s = cx->coco;
+        const coco_image *im = &s->images[coco_idx];
+        int64_t a0 = s->ann_off[coco_idx], a1 = s->ann_off[coco_idx + 1], m = 0;
+        double *bx = pl_malloc(sizeof(double) * 5 * (size_t)PL_MAX(a1 - a0, (int64_t)1), "coco boxes");
+        int32_t *ib = pl_malloc(sizeof(int32_t) * 3 * (size_t)PL_MAX(a1 - a0, (int64_t)1), "coco labels");
+        int64_t *ids = pl_malloc(sizeof(int64_t) * (size_t)PL_MAX(a1 - a0, (int64_t)1), "coco ann ids");
+        if (!bx || !ib || !ids) { free(bx); free(ib); free(ids); return PL_ENOMEM; }
+        double *frac = bx + 4 * (a1 - a0);
+        int32_t *lab = ib, *cat = ib + (a1 - a0), *crowd = ib + 2 * (a1 - a0);
+        // annotation boxes: COCO [x, y, w, h] in the decoded image's pixels (if the JSON size
+        // disagrees with the decoded size, scale by the decoded one), into the stored frame,
+        // clipped by the crop; dropped when less than min_box_fraction of the area remains.
+        double jx = im->width > 0 ? (double)w / im->width : 1, jy = im->height > 0 ? (double)h / im->height : 1;
+        for (int64_t a = a0; a < a1; a++) {
+            const coco_ann *an = &s->anns[a];
+            double X1 = an->bbox[0] * jx * sx - x0, Y1 = an->bbox[1] * jy * sy - y0;
+            double X2 = (an->bbox[0] + an->bbox[2]) * jx * sx - x0, Y2 = (an->bbox[1] + an->bbox[3]) * jy * sy - y0;
+            double full = (X2 - X1) * (Y2 - Y1);
+            double cx1 = PL_CLAMP(X1, 0.0, (double)cx->C), cy1 = PL_CLAMP(Y1, 0.0, (double)cx->C);
+            double cx2 = PL_CLAMP(X2, 0.0, (double)cx->C), cy2 = PL_CLAMP(Y2, 0.0, (double)cx->C);
+            double kept = (cx2 - cx1) * (cy2 - cy1);
+            double f = full > 0 ? kept / full : 0;
+            if (full <= 0 || kept <= 0 || f < cx->min_frac) continue;
+            bx[4 * m] = cx1;
+            bx[4 * m + 1] = cy1;
+            bx[4 * m + 2] = cx2;
+            bx[4 * m + 3] = cy2;
+            frac[m] = f;
+            lab[m] = an->label;
+            cat[m] = an->category_id;
+            crowd[m] = an->iscrowd;
+            ids[m] = an->id;
+            m++;
+        }
+        // compact the per-row arrays (they were laid out for a1 - a0 rows)
+        memmove(bx + 4 * m, frac, sizeof(double) * (size_t)m);
+        memmove(ib + m, cat, sizeof(int32_t) * (size_t)m);
+        memmove(ib + 2 * m, crowd, sizeof(int32_t) * (size_t)m);
+        int64_t image_id = im->id;
+        const void *cv[] = {name, &image_id, size, affine};
+        const void *rv[] = {bx, bx + 4 * m, ib, ib + m, ib + 2 * m, ids};
+        rc = h5shard_add(cx->w, key, cx->sample, cv, m, rv);
+        free(bx);
+        free(ib);
+        free(ids);
+    }
+    cx->t_proc += pl_time() - t1;
+    if (!rc) cx->kept++;
+    return rc;
+}
+
+// ---------------------------------------------------------------------------- archives
+
+static int list_archive(vdt_item **items, int64_t *n, const char *path, quarantine *q, int note) {
+    arc_reader *r = NULL;
+    pl_set_error_echo(0);
+    int rc = arc_open_file(&r, path);
+    pl_set_error_echo(1);
+    if (rc) return rc;
+    int64_t cap = 0;
+    const char *name;
+    int64_t size;
+    for (;;) {
+        pl_set_error_echo(0);
+        rc = arc_next(r, &name, &size);
+        pl_set_error_echo(1);
+        if (rc <= 0) break;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 1024;
+            vdt_item *ni = pl_realloc(*items, sizeof(vdt_item) * (size_t)cap, "archive items");
+            if (!ni) { arc_close(r); return PL_ENOMEM; }
+            *items = ni;
+        }
+        vdt_item *it = &(*items)[*n];
+        memset(it, 0, sizeof *it);
+        snprintf(it->name, sizeof it->name, "%s", base_of(name));
+        snprintf(it->entry, sizeof it->entry, "%s", name);
+        it->size = size < 0 ? 0 : size;
+        it->idx = -1;
+        it->present = 1;
+        (*n)++;
+    }
+    if (rc < 0) {
+        if (note) {
+            LOG_WARN("vdt: archive:%s damaged (quarantined; entries before the damage are used)", path);
+            quarantine_add(q, path, *n ? (*items)[*n - 1].entry : "", pl_last_error(), 0);
+        }
+        rc = 0;
+    }
+    arc_close(r);
+    return rc;
+}
+
+// Streams `path`, calling add_image for every entry whose base name is one of items[b0, b1).
+// Entries inside a damaged tail never arrive; the caller quarantines what is left.
+static int stream_items(vdt_ctx *cx, const char *path, vdt_item *items, int64_t b0, int64_t b1, uint8_t *got,
+                        int64_t (*key_of)(const vdt_item *, int64_t), int (*label_of)(const vdt_ctx *, const vdt_item *)) {
+    if (b0 >= b1) return 0;
+    arc_reader *r = NULL;
+    pl_set_error_echo(0);
+    int rc = arc_open_file(&r, path);
+    pl_set_error_echo(1);
+    if (rc) return 0;
+    const char *name;
+    int64_t size;
+    int64_t todo = b1 - b0;
+    while (todo > 0) {
+        pl_set_error_echo(0);
+        int nrc = arc_next(r, &name, &size);
+        pl_set_error_echo(1);
+        if (nrc <= 0) break;
+        int64_t k = find_item(items + b0, b1 - b0, base_of(name));
+        if (k < 0 || got[k]) continue;
+        got[k] = 1;
+        todo--;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        pl_set_error_echo(0);
+        int erc = arc_read_entry(r, &buf, &len);
+        pl_set_error_echo(1);
+        if (erc) {
+            quarantine_add(cx->q, path, name, pl_last_error(), 1);
+            cx->skipped++;
+            free(buf);
+            continue;
+        }
+        const vdt_item *it = &items[b0 + k];
+        rc = add_image(cx, key_of(it, b0 + k), path, name, buf, len, label_of(cx, it), it->idx);
+        free(buf);
+        if (rc) break;
+    }
+    arc_close(r);
+    return rc;
+}
+
+static int64_t key_plain(const vdt_item *it, int64_t i) {
+    (void)it;
+    return i;
+}
+static int label_of_idx(const vdt_ctx *cx, const vdt_item *it) {
+    (void)cx;
+    return (int)it->idx;
+}
+
+// ---------------------------------------------------------------------------- the stage
+
+static int output_current(const char *path, const char *hash) {
+    if (!pl_path_exists(path)) return 0;
+    h5shard_reader *r = NULL;
+    pl_set_error_echo(0);
+    int rc = h5shard_open(&r, path);
+    char *h = NULL;
+    if (!rc) rc = h5shard_get_attr_str(r, "config_hash", &h);
+    pl_set_error_echo(1);
+    int ok = !rc && h && !strcmp(h, hash);
+    free(h);
+    h5shard_close(r);
+    return ok;
+}
+
+typedef struct { char *buf; size_t len, cap; } vstr;
+static void vs_printf(vstr *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void vs_printf(vstr *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (b->len + (size_t)n + 1 > b->cap) {
+        size_t nc = PL_MAX(2 * b->cap, b->len + (size_t)n + 1024);
+        char *q = realloc(b->buf, nc);
+        if (!q) return;
+        b->buf = q;
+        b->cap = nc;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->buf + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+// One split of one dataset: returns 0, or a pl_err (same on every rank for collective failures).
+static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, const char *split, const char *out_path, const char *hash,
+                     quarantine *q, int64_t *n_cand, int64_t *n_skipped_local, double *t_dec, double *t_proc, int64_t *n_kept) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const char *root = cfg_str(cfg, "input.root");
+    int coco = !strcmp(dataset, "coco"), rc = 0;
+    vdt_ctx cx = {.cfg = cfg, .S = (int)cfg_int(cfg, "vdt.short_side"), .C = (int)cfg_int(cfg, "vdt.crop"),
+                  .min_frac = cfg_float(cfg, "vdt.min_box_fraction"), .q = q};
+    vdt_item *items = NULL, *tars = NULL;
+    int64_t n = 0, ntars = 0;
+    inet_synsets syn = {0};
+    inet_val val = {0};
+    coco_set cs = {0};
+    char path[4096] = "", p2[4096];
+    vstr inputs = {0}, meta = {0};
+    int imagenet_train = !coco && !strcmp(split, "train");
+    uint8_t *got = NULL;
+    // --- item lists (every rank builds the same lists itself)
+    if (!coco) {
+        if ((rc = pl_path_join(p2, sizeof p2, root, "LOC_synset_mapping.txt")) || (rc = inet_synsets_read(&syn, p2))) goto collective;
+        vs_printf(&inputs, "%s\n", p2);
+        for (int i = 0; i < syn.n; i++) vs_printf(&meta, "%s %s\n", syn.syn[i].wnid, syn.syn[i].desc);
+        if (imagenet_train) {
+            if ((rc = pl_path_join(path, sizeof path, root, "ILSVRC2012_img_train.tar"))) goto collective;
+            if ((rc = list_archive(&tars, &ntars, path, q, rank == 0))) goto collective;
+            qsort(tars, (size_t)ntars, sizeof *tars, cmp_item);
+            for (int64_t i = 0; i < ntars; i++) {
+                char wnid[16];
+                pl_set_error_echo(0);
+                int ok = inet_synset_from_tar_name(wnid, tars[i].name) == 0;
+                pl_set_error_echo(1);
+                tars[i].idx = ok ? inet_label_of(&syn, wnid) : -1;
+                if (tars[i].idx < 0 && rank == 0) quarantine_add(q, path, tars[i].entry, "inner tar is not a synset of LOC_synset_mapping.txt", 0);
+            }
+        } else {
+            if ((rc = pl_path_join(p2, sizeof p2, root, "LOC_val_solution.csv")) || (rc = inet_val_read(&val, &syn, p2))) goto collective;
+            vs_printf(&inputs, "%s\n", p2);
+            if (rank == 0)
+                for (int64_t i = 0; i < val.nbad; i++) {
+                    char e[32];
+                    snprintf(e, sizeof e, "line %d", val.bad[i].line);
+                    quarantine_add(q, "LOC_val_solution.csv", e, val.bad[i].msg, 1);
+                }
+            *n_cand += val.nbad;
+            if (rank == 0) cx.skipped += val.nbad;
+            if ((rc = pl_path_join(path, sizeof path, root, "ILSVRC2012_img_val.tar"))) goto collective;
+            if ((rc = list_archive(&items, &n, path, q, rank == 0))) goto collective;
+            qsort(items, (size_t)n, sizeof *items, cmp_item);
+            for (int64_t i = 0; i < n; i++) {
+                char id[48];
+                items[i].idx = inet_image_id(id, sizeof id, items[i].name) == 0 ? inet_val_label(&val, id) : -1;
+            }
+        }
+    } else {
+        if ((rc = coco_load(&cs, root, split))) goto collective;
+        vs_printf(&inputs, "%s (instances_%s2017.json)\n", root, split);
+        if (rank == 0)
+            for (int64_t i = 0; i < cs.nbad; i++) quarantine_add(q, "instances JSON", split, cs.bad[i].msg, 0);
+        for (int i = 0; i < cs.ncats; i++) vs_printf(&meta, "%d %d %s\n", i, cs.cats[i].id, cs.cats[i].name);
+        char zn[64];
+        snprintf(zn, sizeof zn, "%s2017.zip", split);
+        if ((rc = pl_path_join(path, sizeof path, root, zn))) goto collective;
+        vdt_item *ent = NULL;
+        int64_t nent = 0;
+        if ((rc = list_archive(&ent, &nent, path, q, rank == 0))) goto collective;
+        qsort(ent, (size_t)nent, sizeof *ent, cmp_item);
+        // items = the JSON's images (sorted by id, the coco_set order), sized from the zip
+        items = pl_calloc((size_t)PL_MAX(cs.nimages, (int64_t)1), sizeof *items, "coco items");
+        if (!items) { free(ent); rc = PL_ENOMEM; goto collective; }
+        for (int64_t i = 0; i < cs.nimages; i++) {
+            vdt_item *it = &items[n++];
+            snprintf(it->name, sizeof it->name, "%s", cs.images[i].file_name);
+            it->idx = i;
+            int64_t e = find_item(ent, nent, it->name);
+            it->present = e >= 0;
+            it->size = e >= 0 ? ent[e].size : 0;
+            snprintf(it->entry, sizeof it->entry, "%s", e >= 0 ? ent[e].entry : it->name);
+        }
+        free(ent);
+        // a sorted-by-name copy is what the stream lookup needs; COCO names are {id:012d}.jpg,
+        // so id order and name order agree — checked here, as the key order relies on it
+        for (int64_t i = 1; i < n; i++)
+            if (strcmp(items[i - 1].name, items[i].name) >= 0) {
+                rc = pl_fail(PL_EFORMAT, "instances_%s2017.json: image file names not increasing with ids ('%s' then '%s')", split,
+                             items[i - 1].name, items[i].name);
+                goto collective;
+            }
+    }
+    {
+        struct stat st;
+        if (path[0]) vs_printf(&inputs, "%s %lld\n", path, stat(path, &st) == 0 ? (long long)st.st_size : -1LL);
+    }
+
+    // --- writer
+    {
+        static const shard_col inet_cols[] = {{"file_name", SHARD_STR, NAME_W}, {"label", SHARD_I32, 1}, {"image_size", SHARD_I32, 2},
+                                              {"affine", SHARD_F64, 4}};
+        static const shard_col coco_cols[] = {{"file_name", SHARD_STR, NAME_W}, {"image_id", SHARD_I64, 1}, {"image_size", SHARD_I32, 2},
+                                              {"affine", SHARD_F64, 4}};
+        static const shard_col coco_rows[] = {{"boxes", SHARD_F64, 4}, {"box_fraction", SHARD_F64, 1}, {"label", SHARD_I32, 1},
+                                              {"category_id", SHARD_I32, 1}, {"iscrowd", SHARD_I32, 1}, {"ann_id", SHARD_I64, 1}};
+        shard_layout lay = {.data_name = "images", .data_type = SHARD_U8, .ndims = 4, .dims = {1, 3, cx.C, cx.C},
+                            .cols = coco ? coco_cols : inet_cols, .ncols = 4, .rows = coco ? coco_rows : NULL, .nrows = coco ? 6 : 0,
+                            .rows_offsets = coco ? "box_offsets" : NULL};
+        rc = h5shard_writer_create(&cx.w, out_path, &lay, rank);
+        if (rc) goto collective;
+        cx.sample = pl_malloc((size_t)3 * (size_t)cx.C * (size_t)cx.C, "vdt sample");
+        if (!cx.sample) { rc = PL_ENOMEM; goto collective; }
+        cx.coco = coco ? &cs : NULL;
+    }
+
+    // --- my part of the work, then whatever never arrived is quarantined
+    if (imagenet_train) {
+        int64_t *bytes = pl_malloc(sizeof(int64_t) * (size_t)PL_MAX(ntars, (int64_t)1), "tar sizes");
+        for (int64_t i = 0; i < ntars; i++) bytes[i] = tars[i].size;
+        int64_t b0 = 0, b1 = 0;
+        rc = worksplit_range(&b0, &b1, bytes, ntars, rank, size);
+        free(bytes);
+        if (rc) goto collective;
+        arc_reader *outer = NULL;
+        pl_set_error_echo(0);
+        int orc = b0 < b1 ? arc_open_file(&outer, path) : 1;
+        pl_set_error_echo(1);
+        const char *name;
+        int64_t esz;
+        int64_t todo = b1 - b0;
+        got = pl_calloc((size_t)PL_MAX(ntars, (int64_t)1), 1, "tars seen");
+        while (orc == 0 && todo > 0 && !rc) {
+            pl_set_error_echo(0);
+            int nrc = arc_next(outer, &name, &esz);
+            pl_set_error_echo(1);
+            if (nrc <= 0) break;
+            int64_t k = find_item(tars + b0, b1 - b0, base_of(name));
+            if (k < 0 || got[b0 + k]) continue;
+            got[b0 + k] = 1;
+            todo--;
+            const vdt_item *t = &tars[b0 + k];
+            if (t->idx < 0) continue;   // quarantined above
+            uint8_t *tb = NULL;
+            size_t tl = 0;
+            pl_set_error_echo(0);
+            int erc = arc_read_entry(outer, &tb, &tl);
+            pl_set_error_echo(1);
+            arc_reader *inner = NULL;
+            if (!erc) {
+                pl_set_error_echo(0);
+                erc = arc_open_memory(&inner, tb, tl, t->entry);
+                pl_set_error_echo(1);
+            }
+            if (erc) {
+                quarantine_add(q, path, t->entry, pl_last_error(), 0);
+                free(tb);
+                continue;
+            }
+            // the inner tar's images, sorted by name: key = (tar index << 32) + rank in the tar
+            vdt_item *im = NULL;
+            int64_t nim = 0, cap = 0;
+            uint8_t **bufs = NULL;
+            size_t *lens = NULL;
+            const char *in;
+            int64_t isz;
+            for (;;) {
+                pl_set_error_echo(0);
+                int irc = arc_next(inner, &in, &isz);
+                pl_set_error_echo(1);
+                if (irc < 0) {
+                    quarantine_add(q, t->entry, nim ? im[nim - 1].entry : "", pl_last_error(), 0);
+                    break;
+                }
+                if (irc == 0) break;
+                if (nim == cap) {
+                    cap = cap ? 2 * cap : 256;
+                    im = pl_realloc(im, sizeof *im * (size_t)cap, "inner items");
+                    bufs = pl_realloc(bufs, sizeof *bufs * (size_t)cap, "inner buffers");
+                    lens = pl_realloc(lens, sizeof *lens * (size_t)cap, "inner lengths");
+                    if (!im || !bufs || !lens) { rc = PL_ENOMEM; break; }
+                }
+                memset(&im[nim], 0, sizeof im[nim]);
+                snprintf(im[nim].name, sizeof im[nim].name, "%s", base_of(in));
+                snprintf(im[nim].entry, sizeof im[nim].entry, "%s", in);
+                im[nim].idx = nim;   // position of its buffer
+                bufs[nim] = NULL;
+                lens[nim] = 0;
+                pl_set_error_echo(0);
+                int rrc = arc_read_entry(inner, &bufs[nim], &lens[nim]);
+                pl_set_error_echo(1);
+                if (rrc) {
+                    quarantine_add(q, t->entry, in, pl_last_error(), 1);
+                    cx.skipped++;
+                    (*n_cand)++;
+                    free(bufs[nim]);
+                    continue;
+                }
+                nim++;
+            }
+            if (!rc) qsort(im, (size_t)nim, sizeof *im, cmp_item);
+            for (int64_t i = 0; i < nim && !rc; i++) {
+                char wn[16];
+                pl_set_error_echo(0);
+                int ok = inet_synset_from_image_name(wn, im[i].name) == 0 && inet_label_of(&syn, wn) == t->idx;
+                pl_set_error_echo(1);
+                (*n_cand)++;
+                if (!ok) {
+                    quarantine_add(q, t->entry, im[i].entry, "image name does not carry the synset of its tar", 1);
+                    cx.skipped++;
+                    continue;
+                }
+                rc = add_image(&cx, ((b0 + k) << 32) + i, t->entry, im[i].entry, bufs[im[i].idx], lens[im[i].idx], (int)t->idx, -1);
+            }
+            for (int64_t i = 0; i < nim; i++) free(bufs[im[i].idx]);
+            free(bufs);
+            free(lens);
+            free(im);
+            arc_close(inner);
+            free(tb);
+        }
+        if (orc == 0) arc_close(outer);
+        for (int64_t i = b0; i < b1 && !rc; i++)
+            if (!got[i] && tars[i].idx >= 0) quarantine_add(q, path, tars[i].entry, "inner tar lost in a damaged archive", 0);
+    } else {
+        int64_t *bytes = pl_malloc(sizeof(int64_t) * (size_t)PL_MAX(n, (int64_t)1), "item sizes");
+        for (int64_t i = 0; i < n; i++) bytes[i] = items[i].size;
+        int64_t b0 = 0, b1 = 0;
+        rc = worksplit_range(&b0, &b1, bytes, n, rank, size);
+        free(bytes);
+        if (rc) goto collective;
+        *n_cand += n;
+        got = pl_calloc((size_t)PL_MAX(n, (int64_t)1), 1, "items seen");
+        // items without a label / missing from the archive are skipped before streaming
+        for (int64_t i = b0; i < b1; i++) {
+            if (!items[i].present) {
+                quarantine_add(q, path, items[i].entry, "image listed in the annotations but missing from the archive", 1);
+                cx.skipped++;
+                got[i - b0] = 1;
+            } else if (!coco && items[i].idx < 0) {
+                quarantine_add(q, path, items[i].entry, "image has no label in LOC_val_solution.csv", 1);
+                cx.skipped++;
+                got[i - b0] = 1;
+            }
+        }
+        rc = stream_items(&cx, path, items, b0, b1, got, key_plain, label_of_idx);
+        for (int64_t i = b0; i < b1 && !rc; i++)
+            if (!got[i - b0]) {
+                quarantine_add(q, path, items[i].entry, "entry lost in a damaged archive", 1);
+                cx.skipped++;
+            }
+    }
+    if (rc) LOG_ERROR("vdt: rank %d: %s", rank, pl_last_error());
+
+collective:;
+    int lrc = rc, grc = 0;
+    MPI_Allreduce(&lrc, &grc, 1, MPI_INT, MPI_MIN, comm);
+    if (!cx.w) {   // could not even create the writer here: take part in the finish anyway
+        shard_layout dummy = {.data_name = "images", .data_type = SHARD_U8, .ndims = 1, .dims = {1}};
+        h5shard_writer_create(&cx.w, out_path, &dummy, rank);
+    }
+    if (cx.w) {
+        int64_t s = cx.S, c = cx.C;
+        double mf = cx.min_frac;
+        h5shard_set_attr_str(cx.w, "stage", "vdt");
+        h5shard_set_attr_str(cx.w, "dataset", dataset);
+        h5shard_set_attr_str(cx.w, "split", split);
+        h5shard_set_attr_str(cx.w, "config", cfg_text(cfg));
+        h5shard_set_attr_str(cx.w, "config_hash", hash);
+        h5shard_set_attr_str(cx.w, "inputs", inputs.buf ? inputs.buf : "");
+        h5shard_set_attr_str(cx.w, "mp3d_version", MP3D_VERSION);
+        h5shard_set_attr_str(cx.w, coco ? "categories" : "synsets", meta.buf ? meta.buf : "");
+        h5shard_set_attr_str(cx.w, "layout", coco ? "images (N, 1, 3, S, S) uint8, depth = R, G, B; rows of sample i are "
+                                                    "[box_offsets[i], box_offsets[i+1]); boxes x1, y1, x2, y2 in the stored frame "
+                                                    "(continuous pixels), clipped by the crop, kept when box_fraction >= "
+                                                    "vdt.min_box_fraction; iscrowd = 1 rows are ignore regions; label = contiguous "
+                                                    "index of `categories` (label category_id name per line); affine (ax, bx, ay, by): "
+                                                    "orig = a * stored + b"
+                                                  : "images (N, 1, 3, S, S) uint8, depth = R, G, B; label = line of `synsets` "
+                                                    "(LOC_synset_mapping.txt order); affine (ax, bx, ay, by): orig = a * stored + b");
+        h5shard_set_attr_i64(cx.w, "short_side", &s, 1);
+        h5shard_set_attr_i64(cx.w, "crop", &c, 1);
+        h5shard_set_attr_f64(cx.w, "min_box_fraction", &mf, 1);
+    }
+    *n_skipped_local += cx.skipped;
+    *t_dec += cx.t_decode;
+    *t_proc += cx.t_proc;
+    *n_kept += cx.kept;
+    rc = grc;
+    free(got);
+    free(items);
+    free(tars);
+    inet_synsets_free(&syn);
+    inet_val_free(&val);
+    coco_free(&cs);
+    free(cx.sample);
+    free(inputs.buf);
+    free(meta.buf);
+    // finish now: the bad fraction is judged per split below (needs the global quarantine count)
+    int64_t cand_all = 0, skip_all = 0, cand_l = *n_cand, skip_l = cx.skipped;
+    MPI_Allreduce(&cand_l, &cand_all, 1, MPI_INT64_T, MPI_SUM, comm);
+    MPI_Allreduce(&skip_l, &skip_all, 1, MPI_INT64_T, MPI_SUM, comm);
+    if (!imagenet_train) cand_all = cand_l;   // val/COCO candidates are counted identically on every rank
+    double frac = cand_all > 0 ? (double)skip_all / (double)cand_all : 0;
+    double max_bad = cfg_float(cfg, "run.max_bad_fraction");
+    int ok = grc == 0 && frac <= max_bad;
+    if (grc == 0 && frac > max_bad)
+        LOG0("vdt: dataset:%s split:%s skipped:%lld of %lld (%.4f) exceeds run.max_bad_fraction = %g: no shard written", dataset, split,
+             (long long)skip_all, (long long)cand_all, frac, max_bad);
+    h5shard_stats st = {0};
+    int frc = cx.w ? h5shard_finish(cx.w, comm, ok, &st) : PL_ENOMEM;
+    if (frc == 0)
+        LOG0("vdt: dataset:%s split:%s samples:%lld boxes:%lld skipped:%lld output:%s collective:%d write_s:%.2f", dataset, split,
+             (long long)st.n_total, (long long)st.rows_total, (long long)skip_all, out_path, st.all_collective, st.write_seconds);
+    if (grc) return grc;
+    if (!ok) return PL_ERANGE;
+    return frc;
+}
+
 int stage_vdt_run(const pl_cfg *cfg, MPI_Comm comm) {
-    (void)cfg;
-    (void)comm;
-    LOG0("mp3d: stage 'vdt' is not built yet in this version");
-    return MP3D_EXIT_USAGE;
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (cfg_require(cfg, "input.root") || cfg_require(cfg, "output.dir")) return MP3D_EXIT_USAGE;
+    const char *outdir = cfg_str(cfg, "output.dir"), *dataset = cfg_str(cfg, "vdt.dataset");
+    if (cfg_int(cfg, "vdt.crop") > cfg_int(cfg, "vdt.short_side")) {
+        LOG0("vdt: vdt.crop = %lld is larger than vdt.short_side = %lld (the crop must fit the resized short side)",
+             (long long)cfg_int(cfg, "vdt.crop"), (long long)cfg_int(cfg, "vdt.short_side"));
+        return MP3D_EXIT_USAGE;
+    }
+    char splits[128];
+    snprintf(splits, sizeof splits, "%s", cfg_str(cfg, "vdt.splits"));
+    for (char *tok = strtok(splits, ", "); tok; tok = strtok(NULL, ", "))
+        if (strcmp(tok, "train") && strcmp(tok, "val")) {
+            LOG0("vdt: vdt.splits: '%s' is not train or val", tok);
+            return MP3D_EXIT_USAGE;
+        }
+    int rc = 0;
+    if (rank == 0) rc = pl_mkdir_p(outdir);
+    MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
+    if (rc) return MP3D_EXIT_FAIL;
+    double t0 = pl_time();
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(cfg, "input.,vdt."));
+    char qtag[32];
+    snprintf(qtag, sizeof qtag, "vdt-%s", dataset);   // so an ImageNet and a COCO run can share output.dir
+    quarantine *q = quarantine_create(qtag);
+    if (!q) return MP3D_EXIT_FAIL;
+    int exit_code = MP3D_EXIT_OK;
+    int64_t kept = 0, skipped = 0;
+    double t_dec = 0, t_proc = 0;
+    int ran = 0;
+    snprintf(splits, sizeof splits, "%s", cfg_str(cfg, "vdt.splits"));
+    char *save = NULL;
+    for (char *tok = strtok_r(splits, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        char nm[64], path[4096];
+        snprintf(nm, sizeof nm, "%s_%s.h5", dataset, tok);
+        if (pl_path_join(path, sizeof path, outdir, nm)) { exit_code = MP3D_EXIT_USAGE; break; }
+        int cur = rank == 0 && !cfg_bool(cfg, "run.force") && output_current(path, hash);
+        MPI_Bcast(&cur, 1, MPI_INT, 0, comm);
+        if (cur) {
+            LOG0("vdt: dataset:%s split:%s output:%s status:complete (skipped; --force re-runs)", dataset, tok, path);
+            continue;
+        }
+        int64_t cand = 0;
+        ran = 1;
+        int src = run_split(cfg, comm, dataset, tok, path, hash, q, &cand, &skipped, &t_dec, &t_proc, &kept);
+        if (src) exit_code = MP3D_EXIT_FAIL;
+    }
+    int64_t total_q = 0, skipped_q = 0, kept_all = 0;
+    if (!ran) {   // every output complete: keep the quarantine rows of the run that made them
+        quarantine_destroy(q);
+        return exit_code;
+    }
+    if (quarantine_write(q, outdir, comm, &total_q, &skipped_q)) exit_code = MP3D_EXIT_FAIL;
+    MPI_Allreduce(&kept, &kept_all, 1, MPI_INT64_T, MPI_SUM, comm);
+    double dec = 0, proc = 0;
+    MPI_Allreduce(&t_dec, &dec, 1, MPI_DOUBLE, MPI_SUM, comm);
+    MPI_Allreduce(&t_proc, &proc, 1, MPI_DOUBLE, MPI_SUM, comm);
+    double secs = pl_time() - t0;
+    LOG0("vdt: dataset:%s images:%lld skipped:%lld quarantined:%lld seconds:%.2f images_per_s:%.1f decode_cpu_s:%.2f resize_cpu_s:%.2f",
+         dataset, (long long)kept_all, (long long)skipped_q, (long long)total_q, secs, secs > 0 ? kept_all / secs : 0.0, dec, proc);
+    quarantine_destroy(q);
+    return exit_code;
 }

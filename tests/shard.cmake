@@ -1,0 +1,18 @@
+# Area: HDF5 sample shards, work split, preprocess / vdt / inspect (issue 3).
+mp3d_test(test_shard_split test_shard_split.c LIBS mp3d_io TIMEOUT 60)
+mp3d_test(test_shard_h5 test_shard_h5.c LIBS mp3d_io TIMEOUT 60)
+set_tests_properties(test_shard_h5 PROPERTIES LABELS mpi)
+mp3d_mpi_test(test_shard_h5 test_shard_h5 2 TIMEOUT 60)
+mp3d_mpi_test(test_shard_h5 test_shard_h5 3 TIMEOUT 60)
+mp3d_test(test_shard_pp test_shard_pp.c TIMEOUT 120)
+set_tests_properties(test_shard_pp PROPERTIES LABELS mpi)
+mp3d_mpi_test(test_shard_pp test_shard_pp 2 TIMEOUT 120)
+mp3d_mpi_test(test_shard_pp test_shard_pp 3 TIMEOUT 120)
+mp3d_test(test_shard_vdt test_shard_vdt.c TIMEOUT 120)
+set_tests_properties(test_shard_vdt PROPERTIES LABELS mpi)
+mp3d_mpi_test(test_shard_vdt test_shard_vdt 2 TIMEOUT 120)
+mp3d_mpi_test(test_shard_vdt test_shard_vdt 3 TIMEOUT 120)
+mp3d_script_test(test_shard_inspect test_shard_inspect.sh TIMEOUT 120 LABELS mpi)
+# Benchmark (not a test): mpirun -np 2 bench_shard DATA OUT -> results/bench/preprocess.md, vdt.md
+add_executable(bench_shard bench/bench_shard.c)
+target_link_libraries(bench_shard PRIVATE mp3d_stages)
