@@ -105,6 +105,27 @@ int train_ckpt_resume(train_state *st, nn_params *p, const pl_cfg *cfg, MPI_Comm
     if (nb && (rc = ckpt_read_tensors(r, "/buffers", tb, nb))) goto done;
     if ((rc = ckpt_read_tensors(r, "/optim/momentum", tm, nm))) goto done;
     if ((rc = ckpt_read_state(r, &s))) goto done;
+    // Say so when the run resumes under settings other than those the checkpoint was written
+    // with (a changed schedule continues from the stored step with the new settings).
+    char *old = NULL;
+    pl_cfg *oc = NULL;
+    if (ckpt_read_text(r, "config", &old) == 0 && cfg_load_text(&oc, old, "checkpoint config", NULL, 0) == 0) {
+        char diff[1024] = "";
+        size_t len = 0;
+        static const char *const skip[] = {"train.max_minutes", "train.ckpt_every", "train.ckpt_keep", "train.val_every",
+                                           "train.check_every", "train.threads", "train.bucket_mb"};
+        for (int i = 0; i < cfg_schema_len; i++) {
+            const char *k = cfg_schema[i].key;
+            if (strncmp(k, "train.", 6) && strncmp(k, "model.", 6)) continue;
+            int skipped_key = 0;
+            for (size_t j = 0; j < sizeof skip / sizeof skip[0]; j++) skipped_key |= !strcmp(k, skip[j]);
+            if (skipped_key || cfg_hash(oc, k) == cfg_hash(cfg, k)) continue;
+            if (len + strlen(k) + 2 < sizeof diff) len += (size_t)snprintf(diff + len, sizeof diff - len, "%s%s", len ? "," : "", k);
+        }
+        if (len) LOG0("resume: WARN the newest checkpoint was written with other values of: %s (training continues from its step with the current values; use a new output.dir to start afresh)", diff);
+    }
+    cfg_destroy(oc);
+    free(old);
     st->step = s.step;
     st->world_size = (int)s.world_size;
     snprintf(st->from, sizeof st->from, "ckpt_%08lld.h5", (long long)s.step);
