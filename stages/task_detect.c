@@ -1,0 +1,241 @@
+// task_detect: MP3D lesion-detector fine-tuning on `mp3d preprocess` shards (train.h5, val.h5):
+// 9-slice int16 HU stacks windowed to det.window -> [0, 255] -> (x - 123.675) / 58.395; per-sample
+// seeded augmentation (a size among det.train_sizes, horizontal flip, slice-order reversal) with
+// the boxes transformed alike; the images of a rank's share are padded to a common multiple of 32.
+// Validation: detections on the val split sharded over ranks, gathered, scored with the FROC
+// protocol (stages/froc.h): Sens@0.5/1/2/4 and mFROC go to the metrics.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/fileio.h"
+#include "nn/pl.h"
+#include "stages/augment.h"
+#include "stages/detector.h"
+#include "stages/trainer.h"
+
+// The anchor/RoI sampling stream of a step is separate from the augmentation streams.
+static const uint64_t k_sampling_tag = 0x73616d706c65ULL;   // "sample"
+
+typedef struct {
+    detector *det;
+    det_split tr, va;
+    int has_val;
+    int nsizes, sizes[16];
+    int test_size, max_size;
+    int flip, zflip;
+    double window[2];
+    uint64_t seed;
+    int bmax;
+    int maxp;                 // padded side of the largest training input
+    float *x;                 // (bmax, 1, D, maxp, maxp)
+    float *tmp;               // (D, maxp, maxp)
+    int16_t *raw;             // (D, H, W)
+    float *gtbox;             // (rows of the local batch, 4)
+    det_gt *gt;               // (bmax)
+    det_geom *geo;            // (bmax)
+    froc_opts fo;
+} det_ctx;
+
+static int pad32(int v) { return (v + 31) / 32 * 32; }
+
+static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, double loss_scale, gradsync *gs,
+                    double *loss_sum, double *data_s) {
+    det_ctx *c = t->ctx;
+    *loss_sum = 0;
+    *data_s = 0;
+    gradsync_begin(gs);
+    if (n == 0) {
+        memset(t->params->grads, 0, t->params->nparams * sizeof(float));
+        gradsync_ready(gs, 0, t->params->nparams);
+        return gradsync_finish(gs);
+    }
+    double t0 = pl_time();
+    const det_split *s = &c->tr;
+    int ph = 0, pw = 0;
+    int64_t nbox = 0;
+    for (int i = 0; i < n; i++) {
+        pl_rng r;
+        pl_rng_seed(&r, aug_sample_seed(c->seed, epoch, idx[i]));
+        int size = c->sizes[pl_rng_int(&r, 0, c->nsizes - 1)];
+        int flip = c->flip && pl_rng_uniform(&r) < 0.5;
+        int zflip = c->zflip && pl_rng_uniform(&r) < 0.5;
+        c->geo[i] = det_geom_make(s->H, s->W, size, flip, zflip);
+        ph = PL_MAX(ph, pad32(c->geo[i].oh));
+        pw = PL_MAX(pw, pad32(c->geo[i].ow));
+        nbox += s->off[idx[i] + 1] - s->off[idx[i]];
+    }
+    const size_t per = (size_t)s->D * (size_t)ph * (size_t)pw;
+    int64_t b = 0;
+    for (int i = 0; i < n; i++) {
+        const int64_t j0 = s->off[idx[i]], m = s->off[idx[i] + 1] - j0;
+        int rc = det_load_input(c->x + per * i, ph, pw, s, idx[i], c->geo[i], c->raw, c->tmp, c->window);
+        if (rc) return rc;
+        det_boxes_to_input(c->gtbox + 4 * b, s->boxes + 4 * j0, m, c->geo[i]);
+        det_gt g = {c->gtbox + 4 * b, NULL, m, NULL, 0, c->geo[i].oh, c->geo[i].ow};
+        c->gt[i] = g;
+        b += m;
+    }
+    PL_ASSERT(b == nbox);
+    *data_s = pl_time() - t0;
+    pl_rng sr;
+    pl_rng_seed(&sr, aug_sample_seed(c->seed ^ k_sampling_tag, epoch, idx[0]));
+    double l[4];
+    int rc = detector_train_step(c->det, l, c->x, nn_dims_make(n, 1, s->D, ph, pw), c->gt, loss_scale, &sr);
+    if (rc) return rc;
+    *loss_sum = (l[0] + l[1] + l[2] + l[3]) * n;
+    gradsync_ready(gs, 0, t->params->nparams);   // one bucket after the whole backward
+    return gradsync_finish(gs);
+}
+
+static int det_validate(train_task *t, MPI_Comm comm, char *json, size_t json_cap, char *line, size_t line_cap) {
+    det_ctx *c = t->ctx;
+    int rank = 0, size = 1;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    const int64_t lo = c->va.n * rank / size, hi = c->va.n * (rank + 1) / size;
+    froc_dets mine;
+    memset(&mine, 0, sizeof mine);
+    double secs = 0;
+    int rc = det_infer_range(&mine, c->det, &c->va, lo, hi, c->test_size, c->window, &secs);
+    int bad = rc != 0;
+    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
+    if (bad) {
+        froc_dets_free(&mine);
+        return rc ? rc : PL_EIO;
+    }
+    froc_det *all = NULL;
+    int64_t nall = 0;
+    rc = det_gather(&all, &nall, mine.d, mine.n, comm, -1);
+    froc_dets_free(&mine);
+    if (rc) return rc;
+    froc_set set;
+    froc_curve cur;
+    memset(&cur, 0, sizeof cur);
+    int labelled = 0;
+    rc = det_froc_set(&set, &labelled, &c->va, &c->fo, all, nall);
+    if (!rc && labelled && set.n_images > 0) rc = froc_walk(&cur, &set, NULL, &c->fo);
+    if (!rc) {
+        const double *sv = cur.sens;
+        snprintf(json, json_cap,
+                 "\"mfroc\":%.6f,\"sens_0.5\":%.6f,\"sens_1\":%.6f,\"sens_2\":%.6f,\"sens_4\":%.6f,\"sens_8\":%.6f,"
+                 "\"val_images\":%lld,\"val_lesions\":%lld,\"val_dets\":%lld,\"val_seconds\":%.3f",
+                 cur.mfroc, sv[0], sv[1], sv[2], sv[3], sv[4], (long long)set.n_images, (long long)cur.n_lesions,
+                 (long long)nall, secs);
+        snprintf(line, line_cap, "mfroc:%.4f sens@0.5:%.4f sens@1:%.4f sens@2:%.4f sens@4:%.4f images:%lld lesions:%lld dets:%lld",
+                 cur.mfroc, sv[0], sv[1], sv[2], sv[3], (long long)set.n_images, (long long)cur.n_lesions, (long long)nall);
+    }
+    froc_curve_free(&cur);
+    froc_set_free(&set);
+    free(all);
+    return rc;
+}
+
+static void det_destroy(train_task *t) {
+    if (!t) return;
+    det_ctx *c = t->ctx;
+    if (c) {
+        detector_destroy(c->det);
+        det_split_close(&c->tr);
+        det_split_close(&c->va);
+        free(c->x);
+        free(c->tmp);
+        free(c->raw);
+        free(c->gtbox);
+        free(c->gt);
+        free(c->geo);
+        free(c);
+    }
+    free(t);
+}
+
+int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
+    *out = NULL;
+    int size = 1;
+    MPI_Comm_size(comm, &size);
+    train_task *t = pl_calloc(1, sizeof *t, "task");
+    det_ctx *c = pl_calloc(1, sizeof *c, "detect task");
+    if (!t || !c) {
+        free(t);
+        free(c);
+        return PL_ENOMEM;
+    }
+    t->ctx = c;
+    t->name = "detect";
+    t->step = det_step;
+    t->destroy = det_destroy;
+    int rc = 0;
+    const char *root = cfg_str(cfg, "input.root");
+    if ((rc = det_split_open(&c->tr, root, "train"))) goto fail;
+    c->has_val = cfg_float(cfg, "train.val_every") > 0;
+    if (c->has_val) {
+        char vp[4200];
+        snprintf(vp, sizeof vp, "%s/val.h5", root);
+        if (!pl_path_exists(vp)) {
+            LOG0("detect: %s does not exist: training without validation", vp);
+            c->has_val = 0;
+        }
+    }
+    if (c->has_val) {
+        if ((rc = det_split_open(&c->va, root, "val"))) goto fail;
+        if (c->va.D != c->tr.D) {
+            rc = pl_fail(PL_EFORMAT, "%s: val samples have %d slices, train %d", c->va.path, c->va.D, c->tr.D);
+            goto fail;
+        }
+        t->validate = det_validate;
+    }
+    c->nsizes = cfg_list_len(cfg, "det.train_sizes");
+    if (c->nsizes < 1 || c->nsizes > 16) {
+        rc = pl_fail(PL_EINVAL, "%s: det.train_sizes has %d values (allowed 1..16)", cfg_path(cfg), c->nsizes);
+        goto fail;
+    }
+    c->max_size = 0;
+    for (int i = 0; i < c->nsizes; i++) {
+        c->sizes[i] = (int)cfg_list_float(cfg, "det.train_sizes", i);
+        c->max_size = PL_MAX(c->max_size, c->sizes[i]);
+    }
+    c->test_size = (int)cfg_int(cfg, "det.test_size");
+    c->flip = cfg_bool(cfg, "det.flip");
+    c->zflip = cfg_bool(cfg, "det.zflip");
+    if (cfg_list_len(cfg, "det.window") != 2 || !(cfg_list_float(cfg, "det.window", 1) > cfg_list_float(cfg, "det.window", 0))) {
+        rc = pl_fail(PL_EINVAL, "%s: det.window must be [lo, hi] with hi > lo", cfg_path(cfg));
+        goto fail;
+    }
+    c->window[0] = cfg_list_float(cfg, "det.window", 0);
+    c->window[1] = cfg_list_float(cfg, "det.window", 1);
+    c->seed = (uint64_t)cfg_int(cfg, "run.seed");
+    det_froc_opts(&c->fo, cfg);
+    const int64_t B = cfg_int(cfg, "train.batch");
+    c->bmax = (int)((B + size - 1) / size);
+    det_config dc;
+    if ((rc = det_config_from_cfg(&dc, cfg, c->tr.D))) goto fail;
+    if ((rc = detector_create(&c->det, &dc, c->seed))) goto fail;
+    // the largest input: the longer stored side scaled to the largest size, padded
+    {
+        det_geom g = det_geom_make(c->tr.H, c->tr.W, c->max_size, 0, 0);
+        c->maxp = pad32(PL_MAX(g.oh, g.ow));
+    }
+    int64_t maxrows = 0;
+    for (int64_t i = 0; i < c->tr.n; i++) maxrows = PL_MAX(maxrows, c->tr.off[i + 1] - c->tr.off[i]);
+    const size_t plane = (size_t)c->maxp * (size_t)c->maxp;
+    c->x = pl_malloc(sizeof(float) * (size_t)c->bmax * (size_t)c->tr.D * plane, "batch");
+    c->tmp = pl_malloc(sizeof(float) * (size_t)c->tr.D * plane, "resize scratch");
+    c->raw = pl_malloc(sizeof(int16_t) * (size_t)c->tr.D * (size_t)c->tr.H * (size_t)c->tr.W, "stored sample");
+    c->gtbox = pl_malloc(sizeof(float) * 4 * (size_t)(c->bmax * maxrows + 1), "batch boxes");
+    c->gt = pl_calloc((size_t)c->bmax, sizeof(det_gt), "batch truth");
+    c->geo = pl_calloc((size_t)c->bmax, sizeof(det_geom), "batch geometry");
+    if (!c->x || !c->tmp || !c->raw || !c->gtbox || !c->gt || !c->geo) {
+        rc = PL_ENOMEM;
+        goto fail;
+    }
+    t->params = detector_params(c->det);
+    t->n_train = c->tr.n;
+    LOG0("detect: train:%s samples:%lld lesions:%lld stored:%dx%dx%d val:%lld sizes:%d..%d test_size:%d params:%zu",
+         c->tr.path, (long long)c->tr.n, (long long)c->tr.nrows, c->tr.D, c->tr.H, c->tr.W, (long long)c->va.n,
+         c->sizes[0], c->max_size, c->test_size, t->params->nparams);
+    *out = t;
+    return 0;
+fail:
+    det_destroy(t);
+    return rc;
+}
