@@ -42,7 +42,7 @@ const cfg_key cfg_schema[] = {
     {"model.norm", CFG_STRING, "\"bn\"", 0, 0, "bn|gn", "BatchNorm3d or GroupNorm"},
     {"model.gn_groups", CFG_INT, "32", 1, 1024, ANY, "GroupNorm groups"},
     {"model.num_classes", CFG_INT, "1000", 1, 100000, ANY, "classification classes"},
-    {"model.init_from", CFG_STRING, "\"\"", 0, 0, ANY, "checkpoint whose parameters are loaded by name before training"},
+    {"model.init_from", CFG_STRING, "\"\"", 0, 0, ANY, "checkpoint (or folder: its newest) whose parameters are loaded by name before training"},
 
     // --- train -------------------------------------------------------------------------
     {"train.task", CFG_STRING, "\"classify\"", 0, 0, "classify|detect", "what the trainer optimises"},
@@ -103,7 +103,7 @@ const cfg_key cfg_schema[] = {
     {"eval.fp_rule", CFG_STRING, "\"before_next\"", 0, 0, "before_next|first_at", "sensitivity at an exact integer FP count"},
     {"eval.bootstrap", CFG_INT, "1000", 0, 1000000, ANY, "bootstrap repetitions over patients for CIs; 0 = off"},
     {"eval.overlays", CFG_INT, "8", 0, 10000, ANY, "overlay PNGs of missed lesions and top false positives"},
-    {"eval.checkpoint", CFG_STRING, "\"\"", 0, 0, ANY, "checkpoint evaluated"},
+    {"eval.checkpoint", CFG_STRING, "\"\"", 0, 0, ANY, "checkpoint evaluated (or a folder: its newest valid one)"},
     {"eval.truth", CFG_STRING, "\"\"", 0, 0, ANY, "DL_info.csv scored against"},
     {"eval.detections", CFG_STRING, "\"\"", 0, 0, ANY, "detections CSV scored (mp3d froc)"},
     {"eval.json", CFG_BOOL, "false", 0, 0, ANY, "print the figures as one JSON object on stdout"},

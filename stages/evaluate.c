@@ -142,8 +142,9 @@ int stage_evaluate_run(const pl_cfg *cfg, MPI_Comm comm) {
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     if (cfg_require(cfg, "input.root") || cfg_require(cfg, "output.dir")) return MP3D_EXIT_USAGE;
-    const char *ck = cfg_str(cfg, "eval.checkpoint"), *split = cfg_str(cfg, "eval.split");
-    if (!*ck) {
+    const char *ck0 = cfg_str(cfg, "eval.checkpoint"), *split = cfg_str(cfg, "eval.split");
+    char ck[4096];
+    if (!*ck0) {
         pl_fail(PL_EINVAL, "%s: eval.checkpoint is empty: name the checkpoint to evaluate (ckpt_XXXXXXXX.h5 of mp3d train)",
                 cfg_path(cfg));
         return MP3D_EXIT_USAGE;
@@ -152,6 +153,9 @@ int stage_evaluate_run(const pl_cfg *cfg, MPI_Comm comm) {
         pl_fail(PL_EUNSUPPORTED, "%s: eval.split = \"all\": evaluate one split (train, val or test) per run", cfg_path(cfg));
         return MP3D_EXIT_USAGE;
     }
+    // A folder means its newest valid checkpoint (e.g. a training run stopped by its time budget).
+    if (train_ckpt_resolve(ck, sizeof ck, ck0, comm)) return MP3D_EXIT_FAIL;
+    LOG0("evaluate: checkpoint:%s", ck);
     char *text = NULL;
     pl_cfg *mc = NULL;
     detector *det = NULL;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/fileio.h"
 #include "io/h5ckpt.h"
 #include "nn/pl.h"
 
@@ -89,8 +90,10 @@ int train_ckpt_resume(train_state *st, nn_params *p, const pl_cfg *cfg, MPI_Comm
     int rc = ckpt_open_latest(&r, cfg_str(cfg, "output.dir"), comm, &skipped);
     if (rc == PL_ENOTFOUND) {
         const char *src = cfg_str(cfg, "model.init_from");
+        char file[4096];
         if (src[0]) {
-            rc = init_from(p, src, comm);
+            rc = train_ckpt_resolve(file, sizeof file, src, comm);
+            if (!rc) rc = init_from(p, file, comm);
             if (rc) return rc;
         }
         return 0;
@@ -158,6 +161,20 @@ int train_ckpt_load_weights(nn_params *p, const char *path, MPI_Comm comm) {
     if (!rc && nb) rc = ckpt_read_tensors(r, "/buffers", tb, nb);
     free(tp);
     free(tb);
+    ckpt_close(r);
+    return rc;
+}
+
+int train_ckpt_resolve(char *out, size_t cap, const char *path, MPI_Comm comm) {
+    if (!pl_path_is_dir(path)) {
+        if (snprintf(out, cap, "%s", path) >= (int)cap) return pl_fail(PL_ERANGE, "%s: path too long", path);
+        return 0;
+    }
+    ckpt_reader *r = NULL;
+    int rc = ckpt_open_latest(&r, path, comm, NULL);
+    if (rc == PL_ENOTFOUND) return pl_fail(PL_ENOTFOUND, "%s: no checkpoint in this folder", path);
+    if (rc) return rc;
+    if (snprintf(out, cap, "%s", ckpt_reader_path(r)) >= (int)cap) rc = pl_fail(PL_ERANGE, "%s: path too long", path);
     ckpt_close(r);
     return rc;
 }

@@ -5,6 +5,7 @@
 // Collective over comm.
 
 #include <mpi.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "io/config.h"
@@ -23,3 +24,5 @@ int train_ckpt_save(const train_state *st, const nn_params *p, const pl_cfg *cfg
 int train_ckpt_read_config(const char *path, MPI_Comm comm, char **text);
 // Collective. Loads /params and /buffers of a checkpoint into p (every name and shape must match).
 int train_ckpt_load_weights(nn_params *p, const char *path, MPI_Comm comm);
+// Collective. A checkpoint file as given, or for a folder the newest valid ckpt_*.h5 in it.
+int train_ckpt_resolve(char *out, size_t cap, const char *path, MPI_Comm comm);
