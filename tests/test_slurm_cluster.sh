@@ -93,8 +93,8 @@ if [ -n "$TOOL" ]; then
     "$TOOL" make-shard "$T/tdata" 96 32 24 4 7 >/dev/null || { bad "train_tool make-shard"; exit 1; }
     cat >"$T/train.cfg" <<EOF
 input = { root = "$T/tdata"; };
-model = { arch = "resnet3dv1c18"; width = 0.125; norm = "gn"; gn_groups = 4; num_classes = 4; };
-train = { batch = 8; crop = 20; max_steps = 60; ckpt_every = 6; ckpt_keep = 20; lr = 0.05; lr_batch = 8; };
+model = { arch = "resnet3dv1c18"; width = 0.5; norm = "gn"; gn_groups = 4; num_classes = 4; };
+train = { batch = 32; crop = 24; max_steps = 60; ckpt_every = 6; ckpt_keep = 20; lr = 0.05; lr_batch = 32; };
 EOF
     tr_args=(--parsable --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=20)
     ref_job=$(sbatch "${tr_args[@]}" --job-name=mp3d-ref --output="$T/logs/%x-%j.out" "$SRC/slurm/pretrain.sbatch" \
