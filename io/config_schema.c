@@ -45,7 +45,7 @@ const cfg_key cfg_schema[] = {
     {"model.init_from", CFG_STRING, "\"\"", 0, 0, ANY, "checkpoint (or folder: its newest) whose parameters are loaded by name before training"},
 
     // --- train -------------------------------------------------------------------------
-    {"train.task", CFG_STRING, "\"classify\"", 0, 0, "classify|detect", "what the trainer optimises"},
+    {"train.task", CFG_STRING, "\"classify\"", 0, 0, "classify|detect|detect_coco", "what the trainer optimises (detect_coco: multi-class detection pre-training on mp3d vdt COCO shards)"},
     {"train.batch", CFG_INT, "256", 1, 1 << 20, ANY, "global batch size (all ranks together)"},
     {"train.epochs", CFG_FLOAT, "100", 0, 1e6, ANY, "training length in epochs"},
     {"train.max_steps", CFG_INT, "0", 0, BIG, ANY, "stop after this many steps; 0 = by epochs"},
@@ -93,6 +93,8 @@ const cfg_key cfg_schema[] = {
     {"det.score_thr", CFG_FLOAT, "0", 0, 1, ANY, "detections need a score above this"},
     {"det.flip", CFG_BOOL, "true", 0, 0, ANY, "training: random horizontal flip"},
     {"det.zflip", CFG_BOOL, "true", 0, 0, ANY, "training: random reversal of the slice order (z flip)"},
+    {"det.slice_shuffle", CFG_BOOL, "true", 0, 0, ANY, "detect_coco training: random order of the 3 VDT slices (R, G, B)"},
+    {"det.ignore_iof", CFG_FLOAT, "0.5", -1, 1, ANY, "anchors/RoIs covered more than this (IoF) by a crowd region are ignored; <= 0: crowd regions unused"},
     {"det.kmeans_k", CFG_INT, "0", 0, 16, ANY, "mp3d anchors: clusters of the k-means on box shapes; 0 = as many as det.anchor_ratios"},
 
     // --- evaluation / FROC -------------------------------------------------------------
@@ -119,5 +121,7 @@ const cfg_key cfg_schema[] = {
     {"pipeline.dir", CFG_STRING, "\"\"", 0, 0, ANY, "run folder of mp3d run (\"@dir\" in stage settings)"},
     {"pipeline.only", CFG_STRING, "\"\"", 0, 0, ANY, "run only these stages (comma-separated names); empty = all"},
     {"pipeline.dry_run", CFG_BOOL, "false", 0, 0, ANY, "print the plan only"},
+    {"pipeline.groups", CFG_BOOL, "true", 0, 0, ANY, "run stages with rank counts side by side in rank groups; false = every stage on all ranks in turn"},
+    {"pipeline.poll_s", CFG_FLOAT, "1", 0.01, 60, ANY, "seconds between looks at completion markers and a followed stage's checkpoints"},
 };
 const int cfg_schema_len = (int)(sizeof cfg_schema / sizeof cfg_schema[0]);

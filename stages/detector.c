@@ -57,6 +57,8 @@ int det_config_from_cfg(det_config *c, const pl_cfg *cfg, int depth) {
     c->nms_iou = cfg_float(cfg, "det.nms_iou");
     c->score_thr = cfg_float(cfg, "det.score_thr");
     c->max_dets = cfg_int(cfg, "det.max_dets");
+    c->num_classes = 1;
+    c->ignore_iof = cfg_float(cfg, "det.ignore_iof");
     return 0;
 }
 
@@ -105,8 +107,14 @@ int detector_create(detector **out, const det_config *c, uint64_t seed) {
     rc_.nms_pre = c->rpn_pre_nms;
     rc_.nms_iou = c->rpn_nms_iou;
     rc_.max_per_img = c->rpn_post_nms;
+    rc_.assign.ignore_iof = c->ignore_iof;
     if ((rc = rpn_head_create(&d->rpn, &rc_, p))) goto fail;
-    bbox_head_config bc = bbox_head_defaults(c->fpn_channels, 1);
+    if (c->num_classes < 1) {
+        rc = pl_fail(PL_EINVAL, "detector: %d classes (must be >= 1)", c->num_classes);
+        goto fail;
+    }
+    bbox_head_config bc = bbox_head_defaults(c->fpn_channels, c->num_classes);
+    bc.assign.ignore_iof = c->ignore_iof;
     bc.fc_dim = c->fc_dim;
     bc.num_samples = c->roi_samples;
     bc.pos_fraction = c->roi_pos_fraction;
@@ -205,6 +213,20 @@ int detector_train_step(detector *d, double loss[4], const float *x, nn_dims in,
         for (size_t i = 0; i < p->nparams; i++) p->grads[i] *= s;
     }
     return 0;
+}
+
+int detector_detect_labelled(detector *d, float *dets, int64_t *ndets, const float *x, nn_dims in,
+                             const int64_t *img_hw) {
+    int rc = ensure_images(d, in.n);
+    if (rc) return rc;
+    const float *pf[5];
+    nn_dims pd[5];
+    if ((rc = forward_feats(d, x, in, 0, pf, pd))) return rc;
+    if ((rc = rpn_head_forward(d->rpn, pf, pd))) return rc;
+    if ((rc = rpn_head_proposals(d->rpn, d->props, d->nprops, img_hw))) return rc;
+    if ((rc = bbox_head_set_proposals(d->bb, d->props, d->nprops, d->c.rpn_post_nms, in.n))) return rc;
+    if ((rc = bbox_head_forward(d->bb, pf, pd))) return rc;
+    return bbox_head_detect(d->bb, dets, ndets, img_hw);
 }
 
 int detector_detect(detector *d, float *dets, int64_t *ndets, const float *x, nn_dims in, const int64_t *img_hw) {
@@ -413,12 +435,20 @@ int det_infer_range(froc_dets *out, detector *d, const det_split *s, int64_t lo,
 }
 
 int det_gather(froc_det **all, int64_t *n_all, const froc_det *mine, int64_t n_mine, MPI_Comm comm, int root) {
+    void *buf = NULL;
+    int rc = det_gather_records(&buf, n_all, mine, n_mine, sizeof(froc_det), comm, root);
+    *all = buf;
+    return rc;
+}
+
+int det_gather_records(void **all, int64_t *n_all, const void *mine, int64_t n_mine, size_t rec_size, MPI_Comm comm,
+                       int root) {
     int rank = 0, size = 1;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     *all = NULL;
     *n_all = 0;
-    const int64_t rec = (int64_t)sizeof(froc_det);
+    const int64_t rec = (int64_t)rec_size;
     if (n_mine * rec > INT32_MAX) return pl_fail(PL_ERANGE, "det_gather: %lld detections on rank %d exceed one message", (long long)n_mine, rank);
     int cnt = (int)(n_mine * rec);
     int *counts = pl_malloc(sizeof(int) * (size_t)size * 2, "gather counts");
@@ -437,7 +467,7 @@ int det_gather(froc_det **all, int64_t *n_all, const froc_det *mine, int64_t n_m
         off += counts[r];
     }
     const int recv = root < 0 || rank == root;
-    froc_det *buf = NULL;
+    void *buf = NULL;
     if (recv) buf = pl_malloc((size_t)(total > 0 ? total : rec), "gathered detections");
     int nomem = recv && !buf;   // every rank learns of a failed receive buffer before the gather
     MPI_Allreduce(MPI_IN_PLACE, &nomem, 1, MPI_INT, MPI_MAX, comm);

@@ -34,6 +34,9 @@ typedef struct {
     double nms_iou;              // 0.5 (test)
     double score_thr;            // 0 (test)
     int64_t max_dets;            // 100 per image (test)
+    int num_classes;             // foreground classes: 1 (lesion) by default; COCO sets its categories
+    double ignore_iof;           // anchors / RoIs with IoF > this in a crowd (ignore) region are neither
+                                 // positive nor negative (det.ignore_iof; only where gt has ignore regions)
 } det_config;
 
 // model.* and det.* keys of a config; depth = slices of the shards it will read.
@@ -60,6 +63,10 @@ int detector_train_step(detector *d, double loss[4], const float *x, nn_dims in,
 // sorted by score; ndets (N); img_hw (N, 2) the image inside the padded input (for clipping).
 int detector_detect(detector *d, float *dets, int64_t *ndets, const float *x, nn_dims in,
                     const int64_t *img_hw);
+// The same with the class: dets (N, max_dets, 6) x1 y1 x2 y2 score label (label in
+// [0, num_classes)), sorted by score within each image.
+int detector_detect_labelled(detector *d, float *dets, int64_t *ndets, const float *x, nn_dims in,
+                             const int64_t *img_hw);
 
 // ---- preprocess shard splits (no MPI: each process reads for itself) ---------------------------
 typedef struct {
@@ -115,6 +122,9 @@ int det_infer_range(froc_dets *out, detector *d, const det_split *s, int64_t lo,
 // Collective: concatenates every rank's detections in rank order (MPI_Gatherv of variable
 // counts) on root, or on every rank when root < 0. *all malloc'ed (NULL on non-receivers).
 int det_gather(froc_det **all, int64_t *n_all, const froc_det *mine, int64_t n_mine, MPI_Comm comm, int root);
+// The same for records of any fixed size (rec_size bytes each).
+int det_gather_records(void **all, int64_t *n_all, const void *mine, int64_t n_mine, size_t rec_size, MPI_Comm comm,
+                       int root);
 // The FROC truth of a split from its shard: every key slice with at least one scored lesion
 // (noisy ones dropped unless o->keep_noisy), as froc_set_from_dlinfo does from DL_info.csv.
 // *labelled = 0 (and an empty set) when the split has no lesion rows at all.

@@ -30,6 +30,7 @@ int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
     int rc;
     if (!strcmp(task, "classify")) rc = task_classify_create(&t, cfg, comm);
     else if (!strcmp(task, "detect")) rc = task_detect_create(&t, cfg, comm);
+    else if (!strcmp(task, "detect_coco")) rc = task_detect_coco_create(&t, cfg, comm);
     else rc = pl_fail(PL_EUNSUPPORTED, "train.task = \"%s\" is not built yet in this version", task);
     // Every rank opened the same files; agree on the verdict before any collective work.
     int bad = rc != 0;

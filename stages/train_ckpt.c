@@ -54,6 +54,17 @@ done:
     return rc;
 }
 
+// The parts of a model a transfer reports on, by parameter-name prefix (the rest is the backbone).
+enum { INIT_BACKBONE, INIT_GTM, INIT_NECK, INIT_RPN, INIT_ROI, INIT_NGROUPS };
+static const char *const k_init_groups[INIT_NGROUPS] = {"backbone", "gtm", "neck", "rpn_head", "roi_head"};
+static int init_group(const char *name) {
+    for (int g = 1; g < INIT_NGROUPS; g++) {
+        size_t n = strlen(k_init_groups[g]);
+        if (!strncmp(name, k_init_groups[g], n) && name[n] == '.') return g;
+    }
+    return INIT_BACKBONE;
+}
+
 // model.init_from: parameters (and buffers) by name; momentum starts fresh.
 static int init_from(nn_params *p, const char *path, MPI_Comm comm) {
     ckpt_reader *r = NULL;
@@ -69,6 +80,21 @@ static int init_from(nn_params *p, const char *path, MPI_Comm comm) {
     for (int i = 0; i < np; i++)
         if (sp[i] != CKPT_LOADED)
             LOG0("init_from: %s %s", tp[i].name, sp[i] == CKPT_ABSENT ? "absent: kept its fresh initialisation" : "shape differs: kept its fresh initialisation");
+    // Per part of the model: what came from the file and what starts fresh (a detector's GTM
+    // is new when the source was trained on another input depth, e.g. 3 VDT slices vs 9 CT slices).
+    for (int g = 0; g < INIT_NGROUPS; g++) {
+        int total = 0, loaded = 0, absent = 0, shape = 0;
+        for (int i = 0; i < np; i++) {
+            if (init_group(tp[i].name) != g) continue;
+            total++;
+            loaded += sp[i] == CKPT_LOADED;
+            absent += sp[i] == CKPT_ABSENT;
+            shape += sp[i] == CKPT_SHAPE_MISMATCH;
+        }
+        if (total)
+            LOG0("init_from: part:%s tensors:%d loaded:%d new:%d%s", k_init_groups[g], total, loaded, total - loaded,
+                 loaded == total ? "" : shape && !absent ? " (shape differs)" : absent && !shape ? " (absent from the file)" : " (absent or shape differs)");
+    }
     LOG0("init_from: file:%s loaded:%d absent:%d shape_mismatch:%d unused_in_file:%d buffers_loaded:%d",
          path, rp.loaded, rp.absent, rp.mismatched, rp.unused, rb.loaded);
 done:

@@ -39,6 +39,8 @@ int task_classify_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
 // outlives the network. Used when train.sync_bn = true.
 void trainer_bn_allreduce(void *ctx, double *buf, int n);
 int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
+// Multi-class detection pre-training on mp3d vdt COCO shards (stages/task_detect_coco.c).
+int task_detect_coco_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
 
 // The loop. Returns an exit code (stages/stages.h), identical on every rank.
 int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm);

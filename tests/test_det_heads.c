@@ -3,7 +3,7 @@
 // targets and loss, finite-difference gradients through the real loss, proposals by hand incl.
 // NMS and the empty-box filter), box head (hand-made RoI sampling with gt as proposals, the
 // multi-class loss by hand, test decoding + per-class NMS by hand, finite-difference gradients),
-// and the mmdet parameter names and shapes.
+// crowd (ignore) regions in RPN and RoI assignment, and the mmdet parameter names and shapes.
 #include "nn/bbox_head.h"
 #include "nn/fpn.h"
 #include "nn/rpn_head.h"
@@ -653,6 +653,96 @@ static void test_composed(pl_rng *rng) {
     nn_params_free(&p);
 }
 
+// ---------------------------------------------------------------- crowd regions (COCO iscrowd)
+// With det.ignore_iof = 0.5, anchors and RoIs covered more than half (IoF over themselves) by a
+// crowd region are neither positives nor negatives: they leave the loss altogether.
+static void test_crowd(pl_rng *rng) {
+    anchor_config a;
+    const double r1[1] = {1.0};
+    PL_ASSERT(anchors_config_make(&a, 2.0, r1, 1) == 0);
+    a.nlevels = 1;
+    a.strides[0] = 8;
+    rpn_head_config rc = rpn_head_defaults(2, &a);
+    rc.assign.ignore_iof = 0.5;
+    nn_params p;
+    nn_params_init(&p);
+    rpn_head *h;
+    PL_ASSERT(rpn_head_create(&h, &rc, &p) == 0);
+    PL_ASSERT(nn_params_alloc(&p) == 0);
+    nn_params_reset(&p, 3);
+    rpn_head_bind(h, &p);
+    rpn_head_init_weights(h, rng);
+    nn_dims fd = nn_dims_make(1, 2, 1, 4, 4);
+    float *feat = tu_alloc(nn_dims_count(fd));
+    tu_fill(feat, nn_dims_count(fd), rng, -1, 1);
+    const float *fl[1] = {feat};
+    PL_ASSERT(rpn_head_forward(h, fl, &fd) == 0);
+    // 16 anchors (8x - 8, 8y - 8, 8x + 8, 8y + 8), j = 4y + x; gt = anchor 10 (8, 8, 24, 24);
+    // without crowd: 1 positive, band {6, 9, 11, 14}, 11 negatives (test_rpn_hand).
+    // Crowd (-8, -8, 16, 8): IoF(anchor 0) = IoF(anchor 1) = 1 -> ignored; anchors 2, 4, 5 have
+    // IoF exactly 0.5 (128 / 256 px) -> not ignored (the rule is IoF > thr) -> 9 negatives.
+    const float gtb[4] = {8, 8, 24, 24}, crowd1[4] = {-8, -8, 16, 8};
+    det_gt g = {gtb, NULL, 1, crowd1, 1, 32, 32};
+    int64_t np, nn;
+    PL_ASSERT(rpn_head_targets(h, &np, &nn, &g, rng) == 0);
+    tu_check_near("RPN crowd: the positive stays", (double)np, 1, 0);
+    tu_check_near("RPN crowd: anchors 0 and 1 (IoF 1) are not negatives: 9 left", (double)nn, 9, 0);
+    float *cls = rpn_head_cls(h, 0);
+    for (int j = 0; j < 16; j++) cls[j] = 0.1f * (float)(j - 8);
+    double lc, lr, want = 0;
+    PL_ASSERT(rpn_head_loss(h, &lc, &lr) == 0);
+    for (int j = 2; j < 16; j++)
+        if (j != 6 && j != 9 && j != 11 && j != 14) want += bce(0.1 * (j - 8), j == 10 ? 1 : 0);
+    tu_check_near("RPN crowd: loss_cls over the 10 sampled anchors only (0, 1 left out)", lc, want / 10, 1e-7);
+    // Crowd (10, 10, 22, 22) inside the gt: anchor 10 (IoF 144 / 256 = 0.5625) is ignored, so it
+    // cannot be the gt's positive; the neighbours (IoF 72 / 256) are not; low-quality matching
+    // then takes the gt's best remaining anchors, the 4 neighbours at IoU 1/3 >= min_pos_iou 0.3
+    // (mmdet: ignored overlaps are -1 before matching).
+    const float crowd2[4] = {10, 10, 22, 22};
+    g.ignore = crowd2;
+    PL_ASSERT(rpn_head_targets(h, &np, &nn, &g, rng) == 0);
+    tu_check_near("RPN crowd over the gt: anchor 10 not positive, its 4 neighbours are", (double)np, 4, 0);
+    tu_check_near("RPN crowd over the gt: 11 negatives (16 - 1 ignored - 4)", (double)nn, 11, 0);
+    PL_ASSERT(rpn_head_loss(h, &lc, &lr) == 0);
+    want = 0;
+    for (int j = 0; j < 16; j++)
+        if (j != 10) want += bce(0.1 * (j - 8), (j == 6 || j == 9 || j == 11 || j == 14) ? 1 : 0);
+    tu_check_near("RPN crowd over the gt: loss_cls over the 15 anchors other than 10", lc, want / 15, 1e-7);
+    free(feat);
+    rpn_head_destroy(h);
+    nn_params_free(&p);
+
+    // Box head: gt g0 (10, 10, 30, 30) class 1 of 2; crowd (40, 0, 64, 30). Proposals: p0 IoU
+    // 0.909 with g0 (positive), p1 inside the crowd (IoF 1: ignored), p2 background (negative),
+    // p3 half inside the crowd (IoF 200 / 400 = 0.5: not ignored, negative).
+    bbox_head_config bc = bbox_head_defaults(2, 2);
+    bc.fc_dim = 8;
+    bc.roi.out_h = bc.roi.out_w = 2;
+    bc.assign.ignore_iof = 0.5;
+    nn_params pb;
+    bbox_head *b = make_bbox(&pb, &bc, rng);
+    const float g0[4] = {10, 10, 30, 30}, cr[4] = {40, 0, 64, 30};
+    const int32_t lab[1] = {1};
+    det_gt gb = {g0, lab, 1, cr, 1, 64, 64};
+    const float props[4 * 5] = {10, 10, 30, 32, 0.9f, 44, 4, 60, 24, 0.8f, 0, 40, 20, 60, 0.7f, 30, 8, 50, 28, 0.6f};
+    const int64_t npr = 4;
+    PL_ASSERT(bbox_head_sample(b, &np, props, &npr, 4, &gb, 1, rng) == 0);
+    int64_t k;
+    const float *rois = bbox_head_rois(b, &k);
+    const int64_t *labels = bbox_head_labels(b);
+    tu_check_near("RoI crowd: 4 RoIs (gt, p0, p2, p3; p1 in the crowd left out)", (double)k, 4, 0);
+    tu_check_near("RoI crowd: 2 positives (gt, p0)", (double)np, 2, 0);
+    int in_crowd = 0, bad = 0;
+    for (int64_t i = 0; i < k; i++) {
+        in_crowd += rois[5 * i + 1] == 44 && rois[5 * i + 2] == 4;
+        bad += labels[i] != (i < 2 ? 1 : 2);
+    }
+    tu_check_near("RoI crowd: p1 is not among the RoIs", in_crowd, 0, 0);
+    tu_check_near("RoI crowd: labels (1, 1, background 2, background 2)", bad, 0, 0);
+    bbox_head_destroy(b);
+    nn_params_free(&pb);
+}
+
 int main(void) {
     pl_rng rng;
     pl_rng_seed(&rng, 23);
@@ -666,6 +756,7 @@ int main(void) {
     test_bbox_grad(&rng, 0);
     test_bbox_grad(&rng, 1);
     test_composed(&rng);
+    test_crowd(&rng);
     printf("time: %.2f s\n", pl_time() - t0);
     return tu_finish("test_det_heads");
 }
