@@ -9,6 +9,7 @@
 #     the FPN; the backbone and FPN tensors of its first checkpoint equal the source's (lr 1e-9).
 #  3. bad input: an ImageNet shard given as COCO, and a checkpoint folder without checkpoints,
 #     fail with messages naming the file.
+#  4. `mp3d run configs/demo_coco.cfg` at tiny scale chains COCO pre-training -> fine-tuning -> evaluate.
 set -u
 BIN=${MP3D_BIN:?MP3D_BIN not set}
 SRC=${MP3D_SOURCE_DIR:?MP3D_SOURCE_DIR not set}
@@ -98,6 +99,18 @@ mkdir -p "$T/empty"
 rc=$?
 [ "$rc" -ne 0 ] && grep -q "$T/empty" "$T/bad2.log" && ok "init_from a folder without checkpoints: exit $rc naming it" \
     || bad "init_from an empty folder: exit $rc, message: $(grep ERROR "$T/bad2.log" | head -2)"
+
+# 4. the chain in `mp3d run` (configs/demo_coco.cfg at tiny scale, short training): COCO
+#    detection pre-training -> lesion fine-tuning from it -> evaluate with the FROC report.
+"${MPI[@]}" "$BIN" run "$SRC/configs/demo_coco.cfg" --set synth.scale=tiny --set pipeline.dir="$T/run" \
+    --set train.epochs=2.0 >"$T/run.log" 2>&1 || bad "mp3d run configs/demo_coco.cfg exited $?"
+for s in synth vdt_coco pretrain_coco preprocess finetune evaluate; do
+    [ -f "$T/run/.mp3d/$s.done" ] || bad "pipeline stage $s has no completion marker"
+done
+grep -q "init_from: part:gtm tensors:4 loaded:0 new:4" "$T/run.log" && [ -s "$T/run/evaluate/report/froc.json" ] \
+    && [ -s "$T/run/pretrain_coco/coco_eval.json" ] \
+    && ok "mp3d run chains COCO pre-training (coco_eval.json) -> fine-tuning (GTM new) -> evaluate (froc.json)" \
+    || bad "COCO -> DeepLesion chain: see $T/run.log"
 
 [ "$fail" -eq 0 ] && echo "test_detect_coco: passed" || echo "test_detect_coco: FAILED ($fail)"
 [ "$fail" -eq 0 ]

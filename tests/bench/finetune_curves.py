@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Curves of the lesion-detector fine-tuning benchmark (tests/bench/bench_finetune_medium.sh):
+reads the metrics.jsonl of each run (name=folder pairs), writes a Markdown table of every
+validation (step, wall minutes since the run started, training CPU seconds, Sens@0.5/1/2/4, mFROC)
+and an SVG of mFROC against wall time and against training steps. Standard library only.
+
+usage: finetune_curves.py OUT_PREFIX TITLE name=run_dir [name=run_dir ...]
+"""
+import json
+import os
+import sys
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+
+
+def load(run_dir):
+    start, vals, compute = None, [], 0.0
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            if r.get("event") == "start" and start is None:
+                start = r["time"]
+            if r.get("stage") == "train" and "compute_s" in r:
+                compute += r["compute_s"] + r.get("data_s", 0.0)
+            if r.get("stage") == "val" and "mfroc" in r:
+                r["wall_min"] = (r["time"] - start) / 60.0
+                r["train_cpu_s"] = compute
+                vals.append(r)
+    return vals
+
+
+def svg(path, title, runs, xkey, xlabel):
+    W, H, L, B, T, R = 640, 360, 60, 50, 30, 150
+    xmax = max((v[xkey] for _, vs in runs for v in vs), default=1.0) * 1.05 or 1.0
+    ymax = max(0.1, max((v["mfroc"] for _, vs in runs for v in vs), default=0.1) * 1.15)
+    px = lambda x: L + (W - L - R) * x / xmax
+    py = lambda y: H - B - (H - B - T) * y / ymax
+    o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
+         '<rect width="100%" height="100%" fill="white"/>',
+         '<text x="%d" y="18" font-size="14">%s</text>' % (L, title),
+         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (L, H - B, W - R, H - B),
+         '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (L, T, L, H - B),
+         '<text x="%d" y="%d" text-anchor="middle">%s</text>' % ((L + W - R) // 2, H - 12, xlabel),
+         '<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">test mFROC</text>' % ((T + H - B) // 2, (T + H - B) // 2)]
+    for i in range(6):
+        y = ymax * i / 5
+        o.append('<text x="%d" y="%.1f" text-anchor="end">%.2f</text>' % (L - 6, py(y) + 4, y))
+        o.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (L, py(y), W - R, py(y)))
+        x = xmax * i / 5
+        o.append('<text x="%.1f" y="%d" text-anchor="middle">%.0f</text>' % (px(x), H - B + 16, x))
+    for k, (name, vs) in enumerate(runs):
+        c = COLORS[k % len(COLORS)]
+        pts = " ".join("%.1f,%.1f" % (px(v[xkey]), py(v["mfroc"])) for v in vs)
+        if vs:
+            o.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (c, pts))
+        for v in vs:
+            o.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (px(v[xkey]), py(v["mfroc"]), c))
+        o.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (W - R + 10, T + 20 * k, c))
+        o.append('<text x="%d" y="%d">%s</text>' % (W - R + 28, T + 10 + 20 * k, name))
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
+def main():
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    prefix, title = sys.argv[1], sys.argv[2]
+    runs = []
+    for a in sys.argv[3:]:
+        name, d = a.split("=", 1)
+        runs.append((name, load(d)))
+    md = ["| run | step | wall min | train CPU s | Sens@0.5 | Sens@1 | Sens@2 | Sens@4 | mFROC |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, vs in runs:
+        for v in vs:
+            md.append("| %s | %d | %.1f | %.0f | %.3f | %.3f | %.3f | %.3f | %.3f |" % (
+                name, v["step"], v["wall_min"], v["train_cpu_s"], v["sens_0.5"], v["sens_1"], v["sens_2"], v["sens_4"], v["mfroc"]))
+    with open(prefix + "_table.md", "w") as f:
+        f.write("\n".join(md) + "\n")
+    svg(prefix + "_wall.svg", title + ": test mFROC vs wall time", runs, "wall_min", "wall minutes since the run started")
+    svg(prefix + "_steps.svg", title + ": test mFROC vs training steps", runs, "step", "training steps (batch 4)")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
