@@ -78,7 +78,7 @@ static int b_cn(nn_net *net, const char *conv, const char *norm, int in, int64_t
     return t < 0 ? t : b_norm(net, norm, t, oc, relu);
 }
 
-#define TRY(x) do { if ((x) < 0) return (x); } while (0)
+#define TRY(x) do { int try_rc_ = (x); if (try_rc_ < 0) return try_rc_; } while (0)
 
 static const int64_t K1[3] = {1, 1, 1}, K3[3] = {3, 3, 3}, S1[3] = {1, 1, 1}, P0[3] = {0, 0, 0},
                      P1[3] = {1, 1, 1}, KS[3] = {1, 3, 3}, PS[3] = {0, 1, 1}, KT[3] = {3, 1, 1},
@@ -108,7 +108,7 @@ static int b_stem(nn_net *net, int x, int64_t *c_out) {
 }
 
 static int b_basic(nn_net *net, const char *pre, int x, int64_t inplanes, int64_t planes, int64_t st) {
-    char a[NN_NAME_MAX], b[NN_NAME_MAX];
+    char a[NN_NAME_MAX + 16], b[NN_NAME_MAX + 16];   // longer names are rejected by reg()
     const int64_t s[3] = {1, st, st};
     int h, sc = x;
     snprintf(a, sizeof a, "%s.conv1", pre), snprintf(b, sizeof b, "%s.bn1", pre);
@@ -124,7 +124,7 @@ static int b_basic(nn_net *net, const char *pre, int x, int64_t inplanes, int64_
 
 static int b_p3d(nn_net *net, const char *pre, int x, int64_t inplanes, int64_t planes, int64_t st,
                  int type) {
-    char a[NN_NAME_MAX], b[NN_NAME_MAX];
+    char a[NN_NAME_MAX + 16], b[NN_NAME_MAX + 16];   // longer names are rejected by reg()
     const int64_t s[3] = {1, st, st};
     int h, u, sp, tp, sc = x;
     snprintf(a, sizeof a, "%s.conv1", pre), snprintf(b, sizeof b, "%s.bn1", pre);
