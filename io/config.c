@@ -636,16 +636,34 @@ int cfg_pipeline_read(const char *path, cfg_stage **stages, int *n) {
             rc = pl_fail(PL_EINVAL, "%s:%d: pipeline.stages element %d must be a group { name = ...; command = ...; }", path, line, i);
             goto done;
         }
-        const char *name = NULL, *cmd = NULL, *conf = NULL;
+        const char *name = NULL, *cmd = NULL, *conf = NULL, *follow = NULL;
         config_setting_lookup_string(g, "name", &name);
         config_setting_lookup_string(g, "command", &cmd);
         config_setting_lookup_string(g, "config", &conf);
+        config_setting_lookup_string(g, "follow", &follow);
         if (!name || !cmd) {
             rc = pl_fail(PL_ENOTFOUND, "%s:%d: pipeline.stages element %d needs name and command", path, line, i);
             goto done;
         }
+        if (strlen(name) >= sizeof st[i].name || strlen(cmd) >= sizeof st[i].command ||
+            (follow && strlen(follow) >= sizeof st[i].follow)) {
+            rc = pl_fail(PL_EINVAL, "%s:%d: stage '%s': name, command or follow too long", path, line, name);
+            goto done;
+        }
+        for (int m = 0; m < config_setting_length(g); m++) {
+            const char *key = config_setting_name(config_setting_get_elem(g, (unsigned)m));
+            static const char *const known[] = {"name", "command", "config", "set", "after", "follow", "ranks"};
+            int k = 0;
+            while (k < 7 && strcmp(key, known[k])) k++;
+            if (k == 7)
+                LOG_WARN("%s:%d: stage '%s': unknown key '%s' ignored (stage keys: name, command, config, set, after, follow, ranks)",
+                         path, line, name, key);
+        }
         snprintf(st[i].name, sizeof st[i].name, "%s", name);
         snprintf(st[i].command, sizeof st[i].command, "%s", cmd);
+        st[i].line = line;
+        st[i].after_given = config_setting_get_member(g, "after") != NULL;
+        if (follow) snprintf(st[i].follow, sizeof st[i].follow, "%s", follow);
         if (conf && conf[0]) {
             if (conf[0] == '/') snprintf(st[i].config, sizeof st[i].config, "%s", conf);
             else {
@@ -675,6 +693,20 @@ int cfg_pipeline_read(const char *path, cfg_stage **stages, int *n) {
                 rc = pl_fail(PL_EINVAL, "%s:%d: stage '%s': after = '%s' names no earlier stage", path, line, name, st[i].after[a]);
                 goto done;
             }
+        }
+        if (st[i].follow[0]) {
+            int found = 0;
+            for (int j = 0; j < i; j++) found |= !strcmp(st[j].name, st[i].follow);
+            if (!found) {
+                rc = pl_fail(PL_EINVAL, "%s:%d: stage '%s': follow = '%s' names no earlier stage", path, line, name, st[i].follow);
+                goto done;
+            }
+            for (int a = 0; a < st[i].nafter; a++)
+                if (!strcmp(st[i].after[a], st[i].follow)) {
+                    rc = pl_fail(PL_EINVAL, "%s:%d: stage '%s': after lists '%s', the stage it follows (a follow stage runs beside "
+                                 "it, not after it)", path, line, name, st[i].follow);
+                    goto done;
+                }
         }
     }
 done:

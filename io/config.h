@@ -63,13 +63,18 @@ int cfg_overrides(const pl_cfg *c, char ***out);
 //                stages = ( { name = "prep"; command = "preprocess"; config = "x.cfg";
 //                             set = ["output.dir=@dir/prep"]; after = ["synth"]; ranks = 0; }, ... ); };
 // `config` is relative to the pipeline file's folder; "@dir" in set values is the run folder.
+// `after` and `follow` name earlier stages only (checked here); `follow` = a stage that runs
+// beside the named one, scoring its checkpoints (stages/run.c decides what that means).
 typedef struct {
     char name[64];
     char command[32];
     char config[1024];      // "" = defaults only
     char **sets; int nsets;
     char **after; int nafter;
+    int after_given;        // 1 when the stage has an `after` list (possibly empty)
+    char follow[64];        // "" = none
     int ranks;              // 0 = all ranks
+    int line;               // line of the stage's group in the pipeline file
 } cfg_stage;
 int cfg_pipeline_read(const char *path, cfg_stage **stages, int *n);
 void cfg_pipeline_free(cfg_stage *stages, int n);

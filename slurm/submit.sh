@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Submits a whole pipeline as a chain of Slurm jobs, one per stage, each waiting for the one
-# before with --dependency=afterok (a failed job cancels the rest: --kill-on-invalid-dep). Each
-# job runs `mp3d run PIPELINE.cfg --only STAGE [--set ...]` through the sbatch script of its
-# kind; stage names come from `mp3d run PIPELINE.cfg --dry-run`. Prints the job ids, one per
-# line, the last line the final job. Logs go to <pipeline.dir>/logs/<job name>-<job id>.out.
+# Submits a whole pipeline as Slurm jobs, one per stage, following the stages' `after` graph:
+# each job waits with --dependency=afterok for the jobs of the stages its stage depends on (its
+# `after` list, or the stage listed before it when it has none; a failed job cancels those after
+# it: --kill-on-invalid-dep). A stage with `follow` (a watch scoring a training stage's
+# checkpoints) runs beside the followed job: --dependency=after:<followed job> (it starts once that
+# job has started) and it ends by itself when the followed stage's completion marker appears. The
+# job of the last listed stage also waits for every stage no other stage waits for, so it ends the
+# pipeline. Each job runs `mp3d run PIPELINE.cfg --only STAGE --set pipeline.groups=false [--set
+# ...]` through the sbatch script of its kind (the job's allocation replaces the stage's rank
+# count); stage names and dependencies come from `mp3d run PIPELINE.cfg --dry-run`. Prints the
+# job ids, one per line in listed order, the last line the final job. Logs go to
+# <pipeline.dir>/logs/<job name>-<job id>.out.
 #
 #   slurm/submit.sh PIPELINE.cfg [--set key=value ...] [--after JOBID] [--print]
 #
 #   --set key=value  passed to every stage (pipeline.dir=... moves the whole run)
-#   --after JOBID    the first job also waits for JOBID (afterok)
+#   --after JOBID    the stages that depend on no other stage also wait for JOBID (afterok)
 #   --print          print the sbatch command lines instead of submitting
 #
 # Environment: MP3D_BIN (the mp3d binary), MP3D_SBATCH_ARGS (extra sbatch options for every job,
@@ -23,7 +30,7 @@ MP3D_SLURM_DIR=$here
 export MP3D_SLURM_DIR
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -70,8 +77,9 @@ if [ "$print" = 0 ] && ! command -v sbatch >/dev/null; then
     exit 2
 fi
 
-# The plan, from mp3d itself: one process, nothing written.
-plan=$("$MP3D_BIN" run "$cfg" --dry-run ${sets[@]+"${sets[@]}"} 2>&1)
+# The plan, from mp3d itself: one process, nothing written, rank counts not applied (each stage
+# is its own job).
+plan=$("$MP3D_BIN" run "$cfg" --dry-run --set pipeline.groups=false ${sets[@]+"${sets[@]}"} 2>&1)
 rc=$?
 if [ "$rc" -ne 0 ]; then
     echo "submit.sh: '$MP3D_BIN run $cfg --dry-run' failed with exit $rc:" >&2
@@ -81,15 +89,41 @@ fi
 dir=$(sed -n 's/.*pipeline:[^ ]* dir:\([^ ]*\) stages:.*/\1/p' <<<"$plan" | head -n 1)
 names=()
 cmds=()
-while read -r name cmd; do
+afters=()
+follows=()
+while read -r name cmd aft fol; do
     names+=("$name")
     cmds+=("$cmd")
-done < <(sed -n 's/.*pipeline: stage:\([^ ]*\) command:\([^ ]*\) .*/\1 \2/p' <<<"$plan")
+    afters+=("$aft")
+    follows+=("$fol")
+done < <(sed -n 's/.*pipeline: stage:\([^ ]*\) command:\([^ ]*\) after:\([^ ]*\) follow:\([^ ]*\) .*/\1 \2 \3 \4/p' <<<"$plan")
 if [ ${#names[@]} -eq 0 ] || [ -z "$dir" ]; then
     echo "submit.sh: no stages in the plan of $cfg:" >&2
     echo "$plan" >&2
     exit 2
 fi
+# index NAME: position of a stage in the list.
+index() {
+    local k
+    for k in "${!names[@]}"; do
+        [ "${names[$k]}" = "$1" ] && { echo "$k"; return 0; }
+    done
+    echo "submit.sh: the plan names an unknown stage '$1'" >&2
+    return 1
+}
+# Stages nothing else waits for (by `after` or `follow`): the last job waits for them too.
+last=$((${#names[@]} - 1))
+waited=()
+for i in "${!names[@]}"; do
+    for d in ${afters[$i]//,/ } ${follows[$i]}; do
+        [ "$d" = - ] || waited+=("$d")
+    done
+done
+sinks=()
+for i in "${!names[@]}"; do
+    [ "$i" = "$last" ] && continue
+    case " ${waited[*]:-} " in *" ${names[$i]} "*) ;; *) sinks+=("${names[$i]}") ;; esac
+done
 
 logdir=${MP3D_LOG_DIR:-$dir/logs}
 if [ "$print" = 0 ]; then
@@ -98,7 +132,7 @@ if [ "$print" = 0 ]; then
 fi
 
 submitted=()
-prev=$after
+ids=()
 for i in "${!names[@]}"; do
     script=$(mp3d_script_for "${cmds[$i]}")
     case "$script" in
@@ -106,14 +140,39 @@ for i in "${!names[@]}"; do
         evaluate.sbatch) kind=${MP3D_EVALUATE_SBATCH:-} ;;
         *) kind=${MP3D_SHARD_SBATCH:-} ;;
     esac
+    deps=()
+    for d in ${afters[$i]//,/ }; do
+        [ "$d" = - ] && continue
+        k=$(index "$d") || exit 2
+        deps+=("${ids[$k]}")
+    done
+    if [ "$i" = "$last" ]; then
+        for d in ${sinks[@]+"${sinks[@]}"}; do
+            k=$(index "$d") || exit 2
+            case " ${deps[*]:-} " in *" ${ids[$k]} "*) ;; *) deps+=("${ids[$k]}") ;; esac
+        done
+    fi
+    beside=""
+    if [ "${follows[$i]}" != - ]; then
+        k=$(index "${follows[$i]}") || exit 2
+        beside=${ids[$k]}
+    fi
+    [ ${#deps[@]} -eq 0 ] && [ -z "$beside" ] && [ -n "$after" ] && deps=("$after")
+    dep=""
+    if [ ${#deps[@]} -gt 0 ]; then
+        dep="afterok:$(IFS=:; echo "${deps[*]}")"
+    fi
+    if [ -n "$beside" ]; then
+        dep="${dep:+$dep,}after:$beside"
+    fi
     args=(--parsable --export=ALL --job-name="mp3d-${names[$i]}" --chdir="$PWD" --output="$logdir/%x-%j.out")
-    [ -n "$prev" ] && args+=(--dependency="afterok:$prev" --kill-on-invalid-dep=yes)
+    [ -n "$dep" ] && args+=(--dependency="$dep" --kill-on-invalid-dep=yes)
     # shellcheck disable=SC2206  # option strings are lists of words by design
     args+=(${MP3D_SBATCH_ARGS:-} $kind)
-    job=(sbatch "${args[@]}" "$here/$script" run "$cfg" --only "${names[$i]}" ${sets[@]+"${sets[@]}"})
+    job=(sbatch "${args[@]}" "$here/$script" run "$cfg" --only "${names[$i]}" --set pipeline.groups=false ${sets[@]+"${sets[@]}"})
     if [ "$print" = 1 ]; then
         echo "${job[*]}"
-        prev="<job $i>"
+        ids+=("<job $i>")
         continue
     fi
     if ! out=$("${job[@]}"); then
@@ -126,7 +185,8 @@ for i in "${!names[@]}"; do
     fi
     id=${out%%;*} # --parsable prints "id" or "id;cluster"
     submitted+=("$id")
-    mp3d_log "stage:${names[$i]} command:${cmds[$i]} script:$script job:$id after:${prev:-none} log:$logdir/mp3d-${names[$i]}-$id.out"
+    ids+=("$id")
+    mp3d_log "stage:${names[$i]} command:${cmds[$i]} script:$script job:$id after:$(IFS=:; echo "${deps[*]:-none}")" \
+        "beside:${beside:-none} log:$logdir/mp3d-${names[$i]}-$id.out"
     echo "$id"
-    prev=$id
 done

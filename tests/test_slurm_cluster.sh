@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A real single-node Slurm cluster (munge + slurmctld + slurmd, private state in a temp folder,
 # stopped by recorded PIDs also when a check fails) running the job scripts in slurm/:
-#   1. slurm/submit.sh runs a pipeline (default tests/data/slurm_pipeline.cfg, or
-#      $MP3D_SLURM_PIPELINE) at tiny scale as a chain of afterok jobs: every job COMPLETED with
-#      ExitCode 0:0, each started after the one before ended, every stage's marker and output.
+#   1. slurm/submit.sh runs the demo pipeline (configs/demo.cfg, or $MP3D_SLURM_PIPELINE) at tiny
+#      scale with fast training settings, one job per stage following the `after` graph: every job
+#      COMPLETED with ExitCode 0:0, each started after the jobs of the stages it depends on ended,
+#      the watch job ran beside the fine-tuning job and scored its checkpoints, every stage's
+#      marker, the shards, and the final evaluation's report (report.md, froc.json).
 #   2. slurm/pretrain.sbatch with a stand-in trainer (2 tasks): USR1 to the batch shell, as
 #      --signal=B:USR1@300 sends it, must reach both tasks through srun; they "checkpoint" and
 #      exit 75, the script requeues the job, the second run resumes and completes.
@@ -19,7 +21,10 @@ set -u
 fail=0
 BIN=${MP3D_BIN:?MP3D_BIN not set}
 SRC=${MP3D_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-PIPE=${MP3D_SLURM_PIPELINE:-$SRC/tests/data/slurm_pipeline.cfg}
+PIPE=${MP3D_SLURM_PIPELINE:-$SRC/configs/demo.cfg}
+# The demo at tiny scale with fast training (as tests/test_run_groups.sh runs it).
+FAST=(--set synth.scale=tiny --set train.batch=4 --set train.val_every=0 --set "det.train_sizes=[128]" --set det.test_size=128
+      --set eval.bootstrap=0 --set pipeline.poll_s=0.5 --set train.max_steps=6 --set train.ckpt_every=2)
 TIMEOUT=${MP3D_SLURM_TIMEOUT:-240} # seconds for all jobs of one part
 TOOL=${1:-} # tests/train_tool (make-shard); without it part 4 fails as not run
 t_start=$SECONDS
@@ -116,19 +121,27 @@ arr_job=$(FAKE_STATE=$T/fake MP3D_BIN=$T/fake/mp3d.sh sbatch --parsable --array=
     --output="$T/logs/%x-%A_%a.out" "$SRC/slurm/shard.sbatch" --list "$T/fake/datasets.list" --set log.level=info)
 arr_job=${arr_job%%;*}
 
-# ---- 1: the pipeline as a chain of jobs.
+# ---- 1: the pipeline as jobs following its `after` graph.
 export MP3D_SHARD_SBATCH="--nodes=1 --ntasks=2 --cpus-per-task=1 --time=10"
 export MP3D_PRETRAIN_SBATCH="--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=20"
 export MP3D_EVALUATE_SBATCH="--nodes=1 --ntasks=2 --cpus-per-task=1 --time=10"
 RUN=$T/run
 t_pipe=$SECONDS
-if ! "$SRC/slurm/submit.sh" "$PIPE" --set synth.scale=tiny --set pipeline.dir="$RUN" >"$T/jobs.txt" 2>"$T/submit.err"; then
+if ! "$SRC/slurm/submit.sh" "$PIPE" "${FAST[@]}" --set pipeline.dir="$RUN" >"$T/jobs.txt" 2>"$T/submit.err"; then
     bad "submit.sh $PIPE"
     sed 's/^/  | /' "$T/submit.err"
     exit 1
 fi
 mapfile -t jobs <"$T/jobs.txt"
-mapfile -t stages < <("$BIN" run "$PIPE" --dry-run --set pipeline.dir="$RUN" 2>&1 | sed -n 's/.*pipeline: stage:\([^ ]*\) .*/\1/p')
+stages=()
+afters=()
+follows=()
+while read -r s a f; do
+    stages+=("$s")
+    afters+=("$a")
+    follows+=("$f")
+done < <("$BIN" run "$PIPE" --dry-run --set pipeline.groups=false "${FAST[@]}" --set pipeline.dir="$RUN" 2>&1 |
+         sed -n 's/.*pipeline: stage:\([^ ]*\) command:[^ ]* after:\([^ ]*\) follow:\([^ ]*\) .*/\1 \2 \3/p')
 if [ ${#jobs[@]} = ${#stages[@]} ] && [ ${#jobs[@]} -gt 0 ]; then
     ok "submit.sh printed ${#jobs[@]} job ids for stages ${stages[*]}"
 else
@@ -199,7 +212,11 @@ if slurm_wait_jobs "$TIMEOUT" "${jobs[@]}"; then
 else
     bad "pipeline jobs did not end within ${TIMEOUT}s"
 fi
-prev_end=""
+# job_of STAGE: the job id of a stage.
+job_of() {
+    local k
+    for k in "${!stages[@]}"; do [ "${stages[$k]}" = "$1" ] && echo "${jobs[$k]:-}"; done
+}
 for i in "${!jobs[@]}"; do
     j=${jobs[$i]} s=${stages[$i]:-?}
     log=$RUN/logs/mp3d-$s-$j.out
@@ -208,28 +225,48 @@ for i in "${!jobs[@]}"; do
     start=$(slurm_field "$j" StartTime)
     if [[ ! "$start" =~ ^20[0-9][0-9]- ]]; then
         bad "stage $s: job $j never started (StartTime=$start)"
-    elif [ -n "$prev_end" ] && [[ "$start" < "$prev_end" ]]; then
-        bad "stage $s: job $j started $start before the previous job ended ($prev_end)"
-    elif [ -n "$prev_end" ]; then
-        ok "stage $s: job $j started $start, after the previous job ended ($prev_end)"
     fi
-    prev_end=$(slurm_field "$j" EndTime)
+    for d in ${afters[$i]//,/ }; do
+        [ "$d" = - ] && continue
+        dj=$(job_of "$d") dend=$(slurm_field "$(job_of "$d")" EndTime)
+        if [[ "$start" < "$dend" ]]; then
+            bad "stage $s: job $j started $start before job $dj of '$d' it depends on ended ($dend)"
+        else
+            ok "stage $s: job $j started $start, after job $dj of '$d' ended ($dend)"
+        fi
+    done
+    if [ "${follows[$i]}" != - ]; then
+        fj=$(job_of "${follows[$i]}")
+        fstart=$(slurm_field "$fj" StartTime) fend=$(slurm_field "$fj" EndTime)
+        if [[ ! "$start" < "$fstart" ]] && [[ "$start" < "$fend" ]]; then
+            ok "stage $s: job $j started $start beside job $fj of '${follows[$i]}' ($fstart .. $fend)"
+        else
+            bad "stage $s: job $j started $start, not while job $fj of '${follows[$i]}' ran ($fstart .. $fend)"
+        fi
+    fi
     grep -q "pipeline: stage:$s exit:0" "$log" 2>/dev/null && ok "stage $s: log $log says exit:0" ||
         bad "stage $s: log $log lacks 'pipeline: stage:$s exit:0'"
     grep -q "slurm: job:$j .*ntasks:2 " "$log" 2>/dev/null || bad "stage $s: log lacks the allocation line with ntasks:2"
     [ -s "$RUN/.mp3d/$s.done" ] && ok "stage $s: completion marker" || bad "stage $s: no $RUN/.mp3d/$s.done"
 done
-# The stage outputs themselves (for the stages of the default pipeline).
+# The stage outputs themselves (those of the demo's stages that are in the pipeline).
 in_stages() { local x; for x in "${stages[@]}"; do [ "$x" = "$1" ] && return 0; done; return 1; }
-for want in data/deeplesion/DL_info.csv preprocess vdt_imagenet vdt_coco; do
+for want in data/deeplesion/DL_info.csv preprocess vdt_imagenet vdt_coco pretrain finetune anchors/anchors.cfg \
+            watch/checkpoints.csv watch/best.h5 evaluate/report/report.md evaluate/report/froc.json; do
     case "$want" in
-        */*) [ -s "$RUN/$want" ] && ok "output $want" || bad "no output $RUN/$want" ;;
+        */*) in_stages "${want%%/*}" || [ "${want%%/*}" = data ] || continue
+             [ -s "$RUN/$want" ] && ok "output $want" || bad "no output $RUN/$want" ;;
         *)
             in_stages "$want" || continue
             n=$(find "$RUN/$want" -name '*.h5' -size +0 2>/dev/null | wc -l)
             [ "$n" -gt 0 ] && ok "output $want: $n HDF5 file(s)" || bad "output $want: no .h5 files in $RUN/$want" ;;
     esac
 done
+if in_stages watch; then
+    n=$(($(wc -l <"$RUN/watch/checkpoints.csv" 2>/dev/null || echo 1) - 1))
+    [ "$n" -ge 1 ] && ok "watch: $n checkpoint(s) scored on the val split" || bad "watch: no checkpoint scored"
+    grep -q "mfroc" "$RUN/evaluate/report/froc.json" 2>/dev/null && ok "report: froc.json holds mfroc" || bad "report: froc.json lacks mfroc"
+fi
 
 echo "test_slurm_cluster: wall ${SECONDS}s (pipeline $((SECONDS - t_pipe))s); $fail failed"
 [ "$fail" -eq 0 ]

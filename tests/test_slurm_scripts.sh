@@ -2,7 +2,7 @@
 # The logic of the job scripts in slurm/ without a cluster: stand-in sbatch, scancel, scontrol
 # and stat on PATH record what they are asked, a stand-in mp3d records its arguments and
 # environment, and the real mp3d supplies the pipeline plans.
-#   submit.sh  one job per stage, chained afterok, the right script per command, options, logs
+#   submit.sh  one job per stage, afterok on the jobs of its `after` stages, a watch beside its stage, the right script per command, options, logs
 #              folder, --after, --print, cancelling on a failed sbatch, rejecting a bad pipeline;
 #   pretrain.sbatch  USR1 and TERM forwarded to the step, requeue on exit 75 only inside Slurm and
 #              below MP3D_MAX_RESTARTS, threads and MPI yield from the allocation, HDF5 locking
@@ -126,6 +126,8 @@ $T/p.cfg
 --only
 ${names[$i]}
 --set
+pipeline.groups=false
+--set
 synth.scale=tiny
 --set
 run.seed=7"
@@ -135,13 +137,42 @@ run.seed=7"
         bad "submit: sbatch call $((i + 1)) for ${names[$i]}:"; diff <(echo "$want") "$f" | sed 's/^/  | /'
     fi
 done
-grep -q "stage:pretrain command:train script:pretrain.sbatch job:103 after:102 log:$T/work/run/logs/mp3d-pretrain-103.out" "$T/err" &&
+grep -q "stage:pretrain command:train script:pretrain.sbatch job:103 after:102 beside:none log:$T/work/run/logs/mp3d-pretrain-103.out" "$T/err" &&
     ok "submit: logs stage, script, job and log path" || { bad "submit: log lines"; sed 's/^/  | /' "$T/err"; }
 
 reset_fake
 out=$("$S/submit.sh" ../p.cfg --after 77 --set pipeline.dir="$T/elsewhere" 2>/dev/null)
 expect "submit --after: first job waits for 77" "--dependency=afterok:77" "$(grep -- --dependency "$FAKE/sbatch/1")"
 expect "submit --set pipeline.dir: logs under the new dir" "--output=$T/elsewhere/logs/%x-%j.out" "$(grep -- --output "$FAKE/sbatch/1")"
+
+# The `after` graph: each job waits for the jobs of its stage's dependencies; a follow stage
+# starts beside the followed job (after:), and the last job also waits for the stages nothing
+# else waits for (here: side).
+cat >"$T/g.cfg" <<'EOF2'
+pipeline = {
+  dir = "run";
+  stages = (
+    { name = "synth"; command = "synth"; },
+    { name = "a"; command = "preprocess"; after = ["synth"]; ranks = 1; },
+    { name = "b"; command = "vdt"; after = ["synth"]; ranks = 1; },
+    { name = "side"; command = "vdt"; after = ["synth"]; },
+    { name = "tr"; command = "train"; after = ["b", "a"]; set = ["output.dir=@dir/tr"]; },
+    { name = "watch"; command = "evaluate"; follow = "tr"; ranks = 1; set = ["output.dir=@dir/watch"]; },
+    { name = "ev"; command = "evaluate"; after = ["watch"]; }
+  );
+};
+EOF2
+reset_fake
+out=$("$S/submit.sh" ../g.cfg --after 77 2>"$T/err")
+expect "submit graph: exit code and ids" "0 101 102 103 104 105 106 107" "$? ${out//$'\n'/ }"
+want_deps=("--dependency=afterok:77" "--dependency=afterok:101" "--dependency=afterok:101" "--dependency=afterok:101"
+           "--dependency=afterok:103:102" "--dependency=afterok:103:102,after:105" "--dependency=afterok:106:104")
+gnames=(synth a b side tr watch ev)
+for i in 0 1 2 3 4 5 6; do
+    expect "submit graph: ${gnames[$i]} ${want_deps[$i]}" "${want_deps[$i]}" "$(grep -- --dependency "$FAKE/sbatch/$((i + 1))")"
+done
+grep -q "stage:watch command:evaluate script:evaluate.sbatch job:106 after:103:102 beside:105 " "$T/err" &&
+    ok "submit graph: the watch job's log line names its dependencies and the job it runs beside" || { bad "submit graph log"; sed 's/^/  | /' "$T/err"; }
 
 reset_fake
 out=$(FAKE_SBATCH_FAIL_AT=3 "$S/submit.sh" ../p.cfg 2>"$T/err")
