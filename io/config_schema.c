@@ -69,7 +69,7 @@ const cfg_key cfg_schema[] = {
     {"train.sync_bn", CFG_BOOL, "false", 0, 0, ANY, "synchronise BatchNorm statistics over ranks"},
     {"train.bucket_mb", CFG_FLOAT, "25", 0.01, 4096, ANY, "gradient all-reduce bucket size (MB)"},
     {"train.check_every", CFG_INT, "0", 0, BIG, ANY, "check every N steps that all ranks hold identical parameters; 0 = off"},
-    {"train.val_every", CFG_FLOAT, "1", 0, 1e6, ANY, "validate every N epochs; 0 = never"},
+    {"train.val_every", CFG_FLOAT, "1", 0, 1e6, ANY, "validate every N epochs (fractions: every round(N x steps per epoch) steps) and after the last step; 0 = never"},
     {"train.ckpt_every", CFG_INT, "500", 1, BIG, ANY, "write a checkpoint every N steps"},
     {"train.ckpt_keep", CFG_INT, "3", 1, 1000, ANY, "checkpoints kept"},
     {"train.threads", CFG_INT, "0", 0, 1024, ANY, "BLAS threads per rank; 0 = OPENBLAS_NUM_THREADS or 1"},

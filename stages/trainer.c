@@ -183,9 +183,10 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
         int want = g_stop_signal ? 1 : 0;
         if (max_minutes > 0 && pl_time() - t_start > 60 * max_minutes) want = 2;
         MPI_Allreduce(MPI_IN_PLACE, &want, 1, MPI_INT, MPI_MAX, comm);
-        const int epoch_end = (done % spe) == 0;
-        const int do_val = epoch_end && val_every > 0 && t->validate &&
-                           ((done / spe) % (int64_t)PL_MAX(1, llround(val_every)) == 0 || done == total);
+        // every val_every epochs (fractions allowed: every round(val_every x steps per epoch)
+        // steps), and after the last step
+        const int64_t val_steps = PL_MAX((int64_t)1, (int64_t)llround(val_every * (double)spe));
+        const int do_val = val_every > 0 && t->validate && (done % val_steps == 0 || done == total);
         if (do_val || want || done % ckpt_every == 0 || done == total) sync_buffers(P, comm, size);
         if (do_val) {
             char json[512] = "", line[512] = "";
