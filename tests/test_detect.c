@@ -146,6 +146,7 @@ static void test_detector(const char *root) {
     c.roi_pos_fraction = 0.25;
     c.nms_iou = 0.5;
     c.max_dets = 100;
+    c.num_classes = 1;
     detector *d = NULL;
     rc = detector_create(&d, &c, 3);
     tu_check_near("detector_create", rc, 0, 0);

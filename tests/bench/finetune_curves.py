@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Curves of the lesion-detector fine-tuning benchmark (tests/bench/bench_finetune_medium.sh):
-reads the metrics.jsonl of each run (name=folder pairs), writes a Markdown table of every
-validation (step, wall minutes since the run started, training CPU seconds, Sens@0.5/1/2/4, mFROC)
+reads the metrics.jsonl of each run (name=folder pairs) and the `mp3d evaluate` results of its
+checkpoints under test_evals/, writes a Markdown table of every scored point (step, wall minutes
+since the run started, Sens@0.5/1/2/4, mFROC)
 and an SVG of mFROC against wall time and against training steps. Standard library only.
 
 usage: finetune_curves.py OUT_PREFIX TITLE name=run_dir [name=run_dir ...]
@@ -14,7 +15,10 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
 def load(run_dir):
-    start, vals, compute = None, [], 0.0
+    """Validations logged by the run (metrics.jsonl "val" records) plus `mp3d evaluate` results of
+    its checkpoints (run_dir/test_evals/step_<N>/report/froc.json), each placed at the wall time
+    of its step's train record; sorted by step."""
+    start, vals, at_step = None, [], {}
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         for line in f:
             line = line.strip()
@@ -23,13 +27,28 @@ def load(run_dir):
             r = json.loads(line)
             if r.get("event") == "start" and start is None:
                 start = r["time"]
-            if r.get("stage") == "train" and "compute_s" in r:
-                compute += r["compute_s"] + r.get("data_s", 0.0)
+            if r.get("stage") == "train" and "step" in r:
+                at_step[r["step"]] = (r["time"] - start) / 60.0
             if r.get("stage") == "val" and "mfroc" in r:
                 r["wall_min"] = (r["time"] - start) / 60.0
-                r["train_cpu_s"] = compute
+                r["source"] = "run"
                 vals.append(r)
-    return vals
+    ev = os.path.join(run_dir, "test_evals")
+    seen = {v["step"] for v in vals}
+    for d in sorted(os.listdir(ev)) if os.path.isdir(ev) else []:
+        fj = os.path.join(ev, d, "report", "froc.json")
+        if not d.startswith("step_") or not os.path.isfile(fj):
+            continue
+        step = int(d[5:])
+        if step in seen or step not in at_step:
+            continue
+        j = json.load(open(fj))
+        r = {"step": step, "mfroc": j["mfroc"], "source": "evaluate"}
+        for k in ("0.5", "1", "2", "4"):
+            r["sens_" + k] = j["sens"][k]
+        r["wall_min"] = at_step[step]
+        vals.append(r)
+    return sorted(vals, key=lambda v: v["step"])
 
 
 def svg(path, title, runs, xkey, xlabel):
@@ -73,11 +92,12 @@ def main():
     for a in sys.argv[3:]:
         name, d = a.split("=", 1)
         runs.append((name, load(d)))
-    md = ["| run | step | wall min | train CPU s | Sens@0.5 | Sens@1 | Sens@2 | Sens@4 | mFROC |", "|---|---|---|---|---|---|---|---|---|"]
+    md = ["| run | step | wall min | Sens@0.5 | Sens@1 | Sens@2 | Sens@4 | mFROC | scored by |", "|---|---|---|---|---|---|---|---|---|"]
     for name, vs in runs:
         for v in vs:
-            md.append("| %s | %d | %.1f | %.0f | %.3f | %.3f | %.3f | %.3f | %.3f |" % (
-                name, v["step"], v["wall_min"], v["train_cpu_s"], v["sens_0.5"], v["sens_1"], v["sens_2"], v["sens_4"], v["mfroc"]))
+            md.append("| %s | %d | %.1f | %.3f | %.3f | %.3f | %.3f | %.3f | %s |" % (
+                name, v["step"], v["wall_min"], v["sens_0.5"], v["sens_1"], v["sens_2"], v["sens_4"], v["mfroc"],
+                "the run's validation" if v["source"] == "run" else "mp3d evaluate of ckpt"))
     with open(prefix + "_table.md", "w") as f:
         f.write("\n".join(md) + "\n")
     svg(prefix + "_wall.svg", title + ": test mFROC vs wall time", runs, "wall_min", "wall minutes since the run started")
