@@ -230,16 +230,9 @@ int detector_detect_labelled(detector *d, float *dets, int64_t *ndets, const flo
 }
 
 int detector_detect(detector *d, float *dets, int64_t *ndets, const float *x, nn_dims in, const int64_t *img_hw) {
-    int rc = ensure_images(d, in.n);
+    int rc = ensure_images(d, in.n);   // d->bdets holds (N, max_dets, 6)
     if (rc) return rc;
-    const float *pf[5];
-    nn_dims pd[5];
-    if ((rc = forward_feats(d, x, in, 0, pf, pd))) return rc;
-    if ((rc = rpn_head_forward(d->rpn, pf, pd))) return rc;
-    if ((rc = rpn_head_proposals(d->rpn, d->props, d->nprops, img_hw))) return rc;
-    if ((rc = bbox_head_set_proposals(d->bb, d->props, d->nprops, d->c.rpn_post_nms, in.n))) return rc;
-    if ((rc = bbox_head_forward(d->bb, pf, pd))) return rc;
-    if ((rc = bbox_head_detect(d->bb, d->bdets, ndets, img_hw))) return rc;
+    if ((rc = detector_detect_labelled(d, d->bdets, ndets, x, in, img_hw))) return rc;
     const int64_t M = d->c.max_dets;
     for (int64_t n = 0; n < in.n; n++)
         for (int64_t j = 0; j < ndets[n]; j++)

@@ -81,6 +81,23 @@ static void check_name(const nn_params *p, const char *name, int ndim, const int
     tu_check(what, bad, 0);
 }
 
+// A network that cannot be built fails with the first error only (a builder evaluated twice
+// used to follow "not divisible by model.gn_groups" with a bogus "duplicate parameter name").
+static void check_build_error(void) {
+    nn_net_config c = {0};
+    c.arch = NN_ARCH_RESNET3DV1C18;
+    c.width = 0.125;   // stem.0 has 4 channels
+    c.norm = NN_NORM_GN;
+    c.gn_groups = 8;
+    c.num_classes = 10;
+    nn_net *net = NULL;
+    pl_set_error_echo(0);
+    int rc = nn_net_build(&net, &c);
+    pl_set_error_echo(1);
+    tu_check_near("GN groups not dividing the channels: build fails", rc < 0 && net == NULL, 1, 0);
+    tu_check_near("... and the last error is the GroupNorm one", strstr(pl_last_error(), "not divisible by model.gn_groups") != NULL, 1, 0);
+}
+
 static void check_names(void) {
     nn_net_config cfg = {NN_ARCH_RESNET3D18, 1.0, NN_NORM_BN, 32, 1000, 0, 0, 0, 0};
     nn_net *net;
@@ -403,6 +420,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     check_counts();
+    check_build_error();
     check_names();
     check_shapes();
     check_replan();
