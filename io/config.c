@@ -513,7 +513,7 @@ uint64_t cfg_hash(const pl_cfg *c, const char *prefixes) {
     for (int i = 0; i < cfg_schema_len; i++) {
         const cfg_key *k = &cfg_schema[i];
         if (!c->vals[i].set) continue;
-        int match = 0;
+        int match = !prefixes || !*prefixes;   // no prefixes: every key
         const char *p = prefixes;
         while (p && *p) {
             const char *e = strchr(p, ',');

@@ -49,7 +49,7 @@ int cfg_set(pl_cfg *c, const char *assignment);         // "key=value", validate
 const char *cfg_text(const pl_cfg *c);
 const char *cfg_path(const pl_cfg *c);                  // file it came from ("" = none)
 // Hash of the values of the keys whose names start with one of the comma-separated prefixes
-// (e.g. "input.,preprocess.") — what decides whether a stage output is still current.
+// (e.g. "input.,preprocess.") — what decides whether a stage output is still current; "" = all.
 uint64_t cfg_hash(const pl_cfg *c, const char *prefixes);
 // Writes the resolved config line by line to the log (rank 0 does it).
 void cfg_log(const pl_cfg *c);

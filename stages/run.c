@@ -807,13 +807,55 @@ static int run_watch(const plan *P, int i, MPI_Comm gcomm) {
 // Running
 
 // Collective over gcomm: stage i, then its marker. Returns its exit code.
+// A training (or watch) stage resumes from what its output.dir holds. When that was written under
+// another signature (the `.started` marker of the earlier run differs: other config or inputs),
+// resuming would continue the old run, so the folder is moved aside to <output.dir>.stale-<sig>
+// and the stage starts afresh; an interrupted run with the same signature resumes.
+static int set_aside_stale(const plan *P, int i) {
+    const char *out = cfg_str(P->p[i].cfg, "output.dir");
+    char m[4224], old[64];
+    marker_path(m, sizeof m, P, i, "started");
+    int resumable = !strcmp(P->st[i].command, "train") || P->p[i].follow >= 0;
+    if (resumable && out[0] && read_line(m, old, sizeof old) && old[0] && strcmp(old, P->p[i].want) && pl_path_exists(out)) {
+        char dst[4200];
+        snprintf(dst, sizeof dst, "%s.stale-%s", out, old);
+        for (int k = 2; pl_path_exists(dst) && k < 1000; k++) snprintf(dst, sizeof dst, "%s.stale-%s-%d", out, old, k);
+        if (rename(out, dst) != 0)
+            return pl_fail(PL_EIO, "pipeline: stage '%s': %s holds a run with other settings and cannot be moved to %s: %s",
+                           P->st[i].name, out, dst, strerror(errno));
+        LOG_WARN("pipeline: stage:%s output.dir %s was written with other settings (signature %s, now %s): moved to %s; "
+                 "the stage starts afresh", P->st[i].name, out, old, P->p[i].want, dst);
+    }
+    char line[64];
+    int n = snprintf(line, sizeof line, "%s\n", P->p[i].want);
+    return pl_write_file_atomic(m, line, (size_t)n);
+}
+
+// The config keys (prefixes) each command reads: what decides whether its output is current.
+static const char *stage_keys(const char *command) {
+    static const struct { const char *cmd, *keys; } k[] = {
+        {"synth", "synth.,output.,run.seed,run.max_bad_fraction"},
+        {"preprocess", "input.,output.,preprocess.,run.seed,run.max_bad_fraction"},
+        {"vdt", "input.,output.,vdt.,run.seed,run.max_bad_fraction"},
+        {"train", "input.,output.,model.,train.,det.,eval.,run.seed"},
+        {"anchors", "input.,output.,model.,det."},
+        {"evaluate", "input.,output.,eval.,det.,model.,run.seed"},
+        {"froc", "input.,output.,eval."},
+        {"infer", "input.,output.,infer.,model."},
+    };
+    for (size_t j = 0; j < sizeof k / sizeof k[0]; j++)
+        if (!strcmp(k[j].cmd, command)) return k[j].keys;
+    return "";   // every key
+}
+
 static int run_stage(const plan *P, int i, MPI_Comm gcomm) {
     int grank = 0;
     MPI_Comm_rank(gcomm, &grank);
     const pl_cfg *sc = P->p[i].cfg;
     double t0 = pl_time();
     int ok = 1, code;
-    if (grank == 0 && cfg_str(sc, "output.dir")[0]) ok = pl_dir_writable(cfg_str(sc, "output.dir")) == 0;
+    if (grank == 0) ok = set_aside_stale(P, i) == 0;
+    if (ok && grank == 0 && cfg_str(sc, "output.dir")[0]) ok = pl_dir_writable(cfg_str(sc, "output.dir")) == 0;
     MPI_Bcast(&ok, 1, MPI_INT, 0, gcomm);
     if (!ok) code = MP3D_EXIT_FAIL;
     else if (P->p[i].follow >= 0) code = run_watch(P, i, gcomm);
@@ -888,12 +930,18 @@ int stage_run_pipeline(const pl_cfg *cfg, MPI_Comm comm) {
             code = MP3D_EXIT_USAGE;
             break;
         }
-        // Signature: resolved config (without its first comment line) + inputs + dependencies.
-        const char *text = cfg_text(s->cfg);
-        const char *body = strchr(text, '\n');
+        // Signature: the config keys the stage's command reads (a run-level --set train.lr=...
+        // does not re-run synth) + inputs + dependencies.
         uint64_t h = pl_fnv1a(st[i].command, strlen(st[i].command), PL_FNV_INIT);
-        h = pl_fnv1a(body ? body : text, strlen(body ? body : text), h);
-        if (cfg_str(s->cfg, "input.root")[0]) h = stamp_dir(cfg_str(s->cfg, "input.root"), h);
+        uint64_t hk = cfg_hash(s->cfg, stage_keys(st[i].command));
+        h = pl_fnv1a(&hk, sizeof hk, h);
+        // External inputs are stamped (name, size, mtime of the folder's files); a folder under the
+        // run folder is written by the stages this one depends on, whose signatures cover it (its
+        // files may not exist yet when the plan is made).
+        const char *in = cfg_str(s->cfg, "input.root");
+        size_t dl = strlen(P.dir);
+        int inside = dl && !strncmp(in, P.dir, dl) && (in[dl] == '/' || in[dl] == 0);
+        if (in[0] && !inside) h = stamp_dir(in, h);
         int up_changed = -1;
         for (int k = 0; k < s->ndeps; k++) {
             h = pl_fnv1a(&sig[s->deps[k]], sizeof sig[0], h);
