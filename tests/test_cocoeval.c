@@ -12,7 +12,7 @@
 
 #include "io/fileio.h"
 #include "nn/pl.h"
-#include "stages/cocoeval.h"
+#include "stages/score/cocoeval.h"
 
 static int g_fail = 0;
 #define CHECK(cond)                                                                   \

@@ -14,7 +14,7 @@
 #include "io/h5shard.h"
 #include "nn/pl.h"
 #include "nn/sgd.h"
-#include "stages/detector.h"
+#include "stages/train/detector.h"
 #include "stages/stages.h"
 #include "test_nn_util.h"
 

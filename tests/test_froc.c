@@ -9,7 +9,7 @@
 
 #include "io/fileio.h"
 #include "nn/pl.h"
-#include "stages/froc.h"
+#include "stages/score/froc.h"
 
 static int g_fail = 0;
 #define CHECK(cond)                                                                   \

@@ -10,7 +10,7 @@
 
 #include "io/fileio.h"
 #include "nn/pl.h"
-#include "stages/froc.h"
+#include "stages/score/froc.h"
 
 #include <time.h>
 

@@ -11,7 +11,7 @@
 #include "io/fileio.h"
 #include "io/image.h"
 #include "nn/pl.h"
-#include "stages/froc.h"
+#include "stages/score/froc.h"
 
 static int g_fail = 0;
 #define CHECK(cond)                                                                   \

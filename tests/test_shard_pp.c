@@ -21,7 +21,7 @@
 #include "io/image.h"
 #include "nn/pl.h"
 #include "stages/stages.h"
-#include "stages/synth.h"
+#include "stages/synth/synth.h"
 
 static int g_fail = 0;
 #define CHECK(cond, ...)                                                        \

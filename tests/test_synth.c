@@ -26,7 +26,7 @@
 #include "io/imagenet.h"
 #include "nn/pl.h"
 #include "stages/stages.h"
-#include "stages/synth.h"
+#include "stages/synth/synth.h"
 
 static int g_fail = 0, g_checks = 0;
 #define CHECK(cond, ...)                                                     \

@@ -15,7 +15,7 @@
 #include "io/fileio.h"
 #include "io/h5shard.h"
 #include "io/h5tensor.h"
-#include "stages/augment.h"
+#include "stages/train/augment.h"
 #include "nn/pl.h"
 
 static int make_split(const char *dir, const char *split, int64_t n, int S, int classes, uint64_t seed) {

@@ -8,7 +8,7 @@
 #include "io/dlinfo.h"
 #include "io/fileio.h"
 #include "nn/pl.h"
-#include "stages/froc.h"
+#include "stages/score/froc.h"
 #include "stages/stages.h"
 
 static const int k_bad_lines_logged = 10;   // malformed input lines logged one by one, then a count

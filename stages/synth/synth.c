@@ -8,7 +8,7 @@
 #include "io/runlog.h"
 #include "nn/pl.h"
 #include "stages/stages.h"
-#include "stages/synth.h"
+#include "stages/synth/synth.h"
 
 void synth_rng_init(pl_rng *r, uint64_t seed, uint64_t tag, uint64_t index) {
     uint64_t key[3] = {seed, tag, index};

@@ -1,5 +1,5 @@
 // quarantine: skipped/patched inputs gathered to rank 0 and written as quarantine.csv.
-#include "stages/quarantine.h"
+#include "stages/data/quarantine.h"
 
 #include <stdlib.h>
 #include <string.h>

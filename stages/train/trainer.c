@@ -1,5 +1,5 @@
 // trainer: the data-parallel loop (see trainer.h).
-#include "stages/trainer.h"
+#include "stages/train/trainer.h"
 
 #include <math.h>
 #include <signal.h>
@@ -10,7 +10,7 @@
 #include "nn/pl.h"
 #include "nn/sgd.h"
 #include "stages/stages.h"
-#include "stages/train_ckpt.h"
+#include "stages/train/train_ckpt.h"
 
 // --- preemption: SIGTERM / SIGUSR1 set a flag; ranks agree on it at the end of each step ---
 static volatile sig_atomic_t g_stop_signal = 0;

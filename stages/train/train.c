@@ -5,7 +5,7 @@
 
 #include "nn/pl.h"
 #include "stages/stages.h"
-#include "stages/trainer.h"
+#include "stages/train/trainer.h"
 
 int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
     if (cfg_require(cfg, "input.root") || cfg_require(cfg, "output.dir")) return MP3D_EXIT_USAGE;

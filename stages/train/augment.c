@@ -1,4 +1,4 @@
-#include "stages/augment.h"
+#include "stages/train/augment.h"
 
 #include <math.h>
 

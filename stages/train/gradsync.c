@@ -1,4 +1,4 @@
-#include "stages/gradsync.h"
+#include "stages/train/gradsync.h"
 
 #include <stdlib.h>
 

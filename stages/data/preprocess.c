@@ -16,7 +16,7 @@
 #include "io/image.h"
 #include "io/worksplit.h"
 #include "nn/pl.h"
-#include "stages/quarantine.h"
+#include "stages/data/quarantine.h"
 #include "stages/stages.h"
 
 #ifndef MP3D_VERSION

@@ -2,7 +2,7 @@
 // PythonAPI/pycocotools/cocoeval.py (evaluateImg, accumulate, summarize) and common/maskApi.c
 // (bbIou). Each step below names the pycocotools lines it reproduces; floating-point operations
 // are done in the same order so results agree to the last bits, not just approximately.
-#include "stages/cocoeval.h"
+#include "stages/score/cocoeval.h"
 
 #include <float.h>
 #include <math.h>

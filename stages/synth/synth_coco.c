@@ -15,7 +15,7 @@
 #include "io/image.h"
 #include "io/runlog.h"
 #include "nn/pl.h"
-#include "stages/synth.h"
+#include "stages/synth/synth.h"
 
 static const uint64_t TAG_IDS = 0x434f4944, TAG_IMG = 0x434f494d;
 static const int JPEG_QUALITY = 90;

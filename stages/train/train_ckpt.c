@@ -1,6 +1,6 @@
 // train_ckpt: nn_params <-> io/h5ckpt. Groups: /params (trainable, PyTorch names), /buffers
 // (BatchNorm running statistics, num_batches_tracked), /optim/momentum (SGD buffers, same names).
-#include "stages/train_ckpt.h"
+#include "stages/train/train_ckpt.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -15,7 +15,7 @@
 #include "io/image.h"
 #include "io/runlog.h"
 #include "nn/pl.h"
-#include "stages/synth.h"
+#include "stages/synth/synth.h"
 
 static const double PI = 3.14159265358979323846;
 static const uint64_t TAG_TRAIN = 0x494e5452, TAG_VAL = 0x494e5641, TAG_ORDER = 0x494e4f52;

@@ -2,7 +2,7 @@
 // one global ranking, a detection marks every unfound lesion it overlaps with IoU >= thr,
 // duplicates are neither TP nor FP, unmatched detections are FPs, FP/image over all evaluated
 // images. Also COCO AP@0.5, sub-groups, patient bootstrap, and the detections CSV.
-#include "stages/froc.h"
+#include "stages/score/froc.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -10,9 +10,9 @@
 
 #include "io/fileio.h"
 #include "nn/pl.h"
-#include "stages/augment.h"
-#include "stages/detector.h"
-#include "stages/trainer.h"
+#include "stages/train/augment.h"
+#include "stages/train/detector.h"
+#include "stages/train/trainer.h"
 
 // The anchor/RoI sampling stream of a step is separate from the augmentation streams.
 static const uint64_t k_sampling_tag = 0x73616d706c65ULL;   // "sample"

@@ -13,7 +13,7 @@
 #include "io/fileio.h"
 #include "nn/anchors.h"
 #include "nn/pl.h"
-#include "stages/detector.h"
+#include "stages/train/detector.h"
 #include "stages/stages.h"
 
 static const int k_kmeans_iters = 300;

@@ -12,7 +12,7 @@
 #include "io/config.h"
 #include "io/runlog.h"
 #include "nn/params.h"
-#include "stages/gradsync.h"
+#include "stages/train/gradsync.h"
 
 typedef struct train_task train_task;
 struct train_task {

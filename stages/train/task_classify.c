@@ -11,8 +11,8 @@
 #include "nn/loss.h"
 #include "nn/net.h"
 #include "nn/pl.h"
-#include "stages/augment.h"
-#include "stages/trainer.h"
+#include "stages/train/augment.h"
+#include "stages/train/trainer.h"
 
 static const char *const DATA_NAME = "images";   // (N, 1, 3, S, S) uint8, written by mp3d vdt
 static const char *const LABEL_NAME = "label";   // (N) int64

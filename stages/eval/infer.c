@@ -9,7 +9,7 @@
 #include "nn/net.h"
 #include "nn/pl.h"
 #include "stages/stages.h"
-#include "stages/train_ckpt.h"
+#include "stages/train/train_ckpt.h"
 
 static int build_net(nn_net **net, const pl_cfg *mc, uint64_t seed) {
     nn_net_config nc = {0};

@@ -18,10 +18,10 @@
 #include "io/fileio.h"
 #include "io/h5shard.h"
 #include "nn/pl.h"
-#include "stages/augment.h"
-#include "stages/cocoeval.h"
-#include "stages/detector.h"
-#include "stages/trainer.h"
+#include "stages/train/augment.h"
+#include "stages/score/cocoeval.h"
+#include "stages/train/detector.h"
+#include "stages/train/trainer.h"
 
 static const uint64_t k_sampling_tag = 0x73616d706c65ULL;   // "sample": anchor/RoI sampling stream
 static const float k_mean = 123.675f, k_std = 58.395f;

@@ -16,7 +16,7 @@
 #include "nn/dims.h"
 #include "nn/net.h"
 #include "nn/params.h"
-#include "stages/froc.h"
+#include "stages/score/froc.h"
 
 // ---- the composed model ------------------------------------------------------------------------
 typedef struct {

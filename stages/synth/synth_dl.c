@@ -18,7 +18,7 @@
 #include "io/image.h"
 #include "io/runlog.h"
 #include "nn/pl.h"
-#include "stages/synth.h"
+#include "stages/synth/synth.h"
 
 // ---- constants -------------------------------------------------------------------------
 static const double PI = 3.14159265358979323846;

@@ -9,10 +9,10 @@
 #include "io/fileio.h"
 #include "io/h5tensor.h"
 #include "nn/pl.h"
-#include "stages/detector.h"
-#include "stages/froc.h"
+#include "stages/train/detector.h"
+#include "stages/score/froc.h"
 #include "stages/stages.h"
-#include "stages/train_ckpt.h"
+#include "stages/train/train_ckpt.h"
 
 #ifndef MP3D_VERSION
 #define MP3D_VERSION "0.1.0"

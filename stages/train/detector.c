@@ -1,6 +1,6 @@
 // detector: backbone + GTM -> FPN -> RPN -> RoIAlign box head in one parameter buffer, and the
 // shard / geometry / inference helpers the detect task and mp3d evaluate share (detector.h).
-#include "stages/detector.h"
+#include "stages/train/detector.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -10,7 +10,7 @@
 #include "nn/fpn.h"
 #include "nn/pl.h"
 #include "nn/rpn_head.h"
-#include "stages/augment.h"
+#include "stages/train/augment.h"
 
 // MP3D / mmdetection input normalisation after the [lo, hi] -> [0, 255] window (DESIGN.md "Recipes").
 static const float k_norm_mean = 123.675f, k_norm_std = 58.395f;
