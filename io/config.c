@@ -1,5 +1,6 @@
 // config: libconfig parsing + validation against cfg_schema (io/config_schema.c).
 #include "io/config.h"
+#include "io/strbuf.h"
 
 #include <libconfig.h>
 #include <stdarg.h>
@@ -414,25 +415,6 @@ static int cmp_idx(const void *a, const void *b) {
     return strcmp(cfg_schema[*(const int *)a].key, cfg_schema[*(const int *)b].key);
 }
 
-// Appends printf output to a growing buffer.
-typedef struct { char *p; size_t len, cap; } sbuf;
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) return;
-        if (b->p && b->len + (size_t)n < b->cap) { b->len += (size_t)n; return; }
-        size_t nc = (b->cap ? b->cap * 2 : 1024) + (size_t)n;
-        char *np = realloc(b->p, nc);
-        if (!np) return;
-        b->p = np;
-        b->cap = nc;
-    }
-}
-
 // Shortest "%.*g" that reads back to the same double, always with a '.' or exponent so that
 // libconfig re-reads it as a float.
 static void fmt_float(char *t, size_t cap, double x) {
@@ -443,7 +425,7 @@ static void fmt_float(char *t, size_t cap, double x) {
     if (!strpbrk(t, ".eEn")) strncat(t, ".0", cap - strlen(t) - 1);
 }
 
-static void sb_value(sbuf *b, const cfg_key *k, const cfg_val *v) {
+static void sb_value(strbuf *b, const cfg_key *k, const cfg_val *v) {
     switch (k->type) {
     case CFG_INT: sb_printf(b, "%lld", (long long)v->i); break;
     case CFG_FLOAT: {
@@ -486,7 +468,7 @@ const char *cfg_text(const pl_cfg *c) {
     for (int i = 0; i < cfg_schema_len; i++)
         if (c->vals[i].set) idx[n++] = i;
     qsort(idx, (size_t)n, sizeof(int), cmp_idx);
-    sbuf b = {0};
+    strbuf b = {0};
     sb_printf(&b, "# resolved mp3d config%s%s\n", c->path[0] ? " from " : "", c->path);
     char section[128] = "";
     for (int j = 0; j < n; j++) {
@@ -522,10 +504,10 @@ uint64_t cfg_hash(const pl_cfg *c, const char *prefixes) {
             p = e ? e + 1 : NULL;
         }
         if (!match) continue;
-        sbuf b = {0};
+        strbuf b = {0};
         sb_printf(&b, "%s=", k->key);
         sb_value(&b, k, &c->vals[i]);
-        if (b.p) h = pl_fnv1a(b.p, b.len, h);
+        if (b.p) h = pl_fnv1a(b.p, b.n, h);
         free(b.p);
     }
     return h;
@@ -569,7 +551,7 @@ int cfg_overrides(const pl_cfg *c, char ***out) {
     int j = 0;
     for (int i = 0; i < cfg_schema_len; i++) {
         if (!c->vals[i].set || strncmp(c->vals[i].origin, "--set", 5)) continue;
-        sbuf b = {0};
+        strbuf b = {0};
         sb_printf(&b, "%s=", cfg_schema[i].key);
         if (cfg_schema[i].type == CFG_STRING) sb_printf(&b, "%s", c->vals[i].s ? c->vals[i].s : "");
         else sb_value(&b, &cfg_schema[i], &c->vals[i]);

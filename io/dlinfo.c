@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "io/fileio.h"
+#include "io/strbuf.h"
 #include "nn/pl.h"
 
 static const char *const DL_COLS[DL_NCOLS] = {
@@ -345,42 +346,7 @@ int dlinfo_read(dl_table *t, const char *path) {
 
 // ---- writer -------------------------------------------------------------------------------
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-    int oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    if (b->oom) return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->s && b->n + (size_t)k < b->cap) {
-            b->n += (size_t)k;
-            return;
-        }
-        size_t nc = b->cap ? b->cap * 2 : 65536;
-        while (nc < b->n + (size_t)k + 1) nc *= 2;
-        char *ns = realloc(b->s, nc);
-        if (!ns) {
-            b->oom = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = nc;
-    }
-}
-
-// "a, b, c" quoted, %g numbers as in the release.
-static void sb_list(sbuf *b, const double *v, int n) {
+static void sb_list(strbuf *b, const double *v, int n) {
     sb_printf(b, ",\"");
     for (int i = 0; i < n; i++) sb_printf(b, i ? ", %g" : "%g", v[i]);
     sb_printf(b, "\"");
@@ -389,13 +355,13 @@ static void sb_list(sbuf *b, const double *v, int n) {
 int dlinfo_format(char **text, size_t *len, const dl_lesion *rows, int64_t n) {
     *text = NULL;
     *len = 0;
-    sbuf b = {0};
+    strbuf b = {0};
     for (int i = 0; i < DL_NCOLS; i++) sb_printf(&b, i ? ",%s" : "%s", DL_COLS[i]);
     sb_printf(&b, "\n");
     for (int64_t i = 0; i < n; i++) {
         const dl_lesion *l = &rows[i];
         if (strchr(l->file_name, ',') || strchr(l->file_name, '"') || strchr(l->file_name, '\n')) {
-            free(b.s);
+            free(b.p);
             return pl_fail(PL_EINVAL, "dlinfo write: row %lld: file name '%s' needs quoting", (long long)i,
                            l->file_name);
         }
@@ -414,11 +380,11 @@ int dlinfo_format(char **text, size_t *len, const dl_lesion *rows, int64_t n) {
         else sb_printf(&b, ",%g", l->age);
         sb_printf(&b, ",%d\n", l->split);
     }
-    if (b.oom) {
-        free(b.s);
+    if (b.err) {
+        free(b.p);
         return pl_fail(PL_ENOMEM, "dlinfo write: out of memory formatting %lld rows", (long long)n);
     }
-    *text = b.s;
+    *text = b.p;
     *len = b.n;
     return 0;
 }

@@ -128,9 +128,9 @@ static int agree(int rc, MPI_Comm comm, const char *path) {
     if (MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, comm) != MPI_SUCCESS)
         return pl_fail(PL_EMPI, "%s: MPI_Allreduce of the status failed", path);
     if (all < 0 && rc == 0) {
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         pl_fail(all, "%s: failed on another rank", path);
-        pl_set_error_echo(1);
+        pl_quiet_end();
     }
     return all;
 }
@@ -761,9 +761,9 @@ int ckpt_writer_commit(ckpt_writer *w, int keep, char *path_out, size_t cap) {
     if (MPI_Bcast(&rc, 1, MPI_INT, 0, w->comm) != MPI_SUCCESS) rc = pl_fail(PL_EMPI, "%s: MPI_Bcast failed", w->tmp);
     if (rc) {
         if (w->rank != 0 && rc < 0) {
-            pl_set_error_echo(0);
+            pl_quiet_begin();
             pl_fail(rc, "%s: commit failed on rank 0", w->tmp);
-            pl_set_error_echo(1);
+            pl_quiet_end();
         }
         if (w->rank == 0) unlink(w->tmp);
         free(w->load);
@@ -933,9 +933,9 @@ static int verify_all(ckpt_reader *r) {
         if (first.idx != INT_MAX) {
             MPI_Bcast(msg, sizeof msg, MPI_CHAR, first.rank, r->comm);
             if (r->rank != first.rank) {   // the finder has logged it already
-                pl_set_error_echo(0);
+                pl_quiet_begin();
                 pl_fail(PL_ECORRUPT, "%s", msg);
-                pl_set_error_echo(1);
+                pl_quiet_end();
             }
             rc = PL_ECORRUPT;
         }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io/fileio.h"
 #include "nn/pl.h"
 
 static const int64_t shard_format_version = 1;        // attribute "format_version"
@@ -878,4 +879,18 @@ int h5shard_describe(const char *path, FILE *out) {
     H5Literate(fid, H5_INDEX_NAME, H5_ITER_INC, &idx, describe_cb, &c);
     H5Fclose(fid);
     return 0;
+}
+
+int h5shard_hash_matches(const char *path, const char *hash) {
+    if (!pl_path_exists(path)) return 0;
+    h5shard_reader *r = NULL;
+    pl_quiet_begin();
+    int rc = h5shard_open(&r, path);
+    char *h = NULL;
+    if (!rc) rc = h5shard_get_attr_str(r, "config_hash", &h);
+    pl_quiet_end();
+    int ok = !rc && h && !strcmp(h, hash);
+    free(h);
+    h5shard_close(r);
+    return ok;
 }

@@ -73,6 +73,9 @@ int h5shard_read_raw(h5shard_reader *r, const char *name, void **buf, size_t *by
 // Dataset names at the root, sorted; *names is one malloc'ed array of NUL-separated strings.
 int h5shard_list(h5shard_reader *r, char **names, int *n);
 int h5shard_get_attr_str(h5shard_reader *r, const char *name, char **value);   // caller frees
+// 1 when `path` is a complete shard whose config_hash attribute is `hash` (hex text), else 0 —
+// absent, unreadable or written under other settings, all answered quietly. Not collective.
+int h5shard_hash_matches(const char *path, const char *hash);
 int h5shard_get_attr_f64(h5shard_reader *r, const char *name, double *v, int cap, int *n);
 const char *h5shard_path(const h5shard_reader *r);
 

@@ -8,7 +8,7 @@
 #include <time.h>
 
 static _Thread_local char g_last_error[2048];
-static int g_echo = 1;
+static _Thread_local int g_quiet = 0;   // depth of nested quiet regions
 static int g_rank = -1;
 static int g_level = PL_INFO;
 
@@ -52,13 +52,20 @@ int pl_fail(int code, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(g_last_error, sizeof g_last_error, fmt, ap);
     va_end(ap);
-    if (g_echo) pl_log(PL_ERROR, "%s", g_last_error);
+    if (g_quiet == 0) pl_log(PL_ERROR, "%s", g_last_error);
     return code;
 }
 
 const char *pl_last_error(void) { return g_last_error; }
 void pl_clear_error(void) { g_last_error[0] = 0; }
-void pl_set_error_echo(int on) { g_echo = on; }
+void pl_quiet_begin(void) { g_quiet++; }
+void pl_quiet_end(void) {
+    if (g_quiet > 0) g_quiet--;
+}
+void pl_set_error_echo(int on) {
+    if (on) pl_quiet_end();
+    else pl_quiet_begin();
+}
 
 const char *pl_err_name(int code) {
     switch (code) {

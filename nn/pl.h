@@ -23,11 +23,19 @@ enum pl_err {
 };
 
 // Formats the message, keeps it as the thread's last error, logs it once as an error line
-// (unless pl_set_error_echo(0)), and returns `code` so callers can `return pl_fail(...)`.
+// (unless inside a quiet region), and returns `code` so callers can `return pl_fail(...)`.
 int pl_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *pl_last_error(void);     // "" when none
 void pl_clear_error(void);
-void pl_set_error_echo(int on);      // tests that provoke errors on purpose may silence them
+// Quiet regions: between pl_quiet_begin() and pl_quiet_end() failures are kept (pl_last_error)
+// but not logged — for probes whose failure is an expected answer (is this file a complete
+// shard?) and tests that provoke errors. Regions nest (a per-thread depth), so a helper that
+// probes quietly never turns the echo back on for a caller that had silenced it.
+void pl_quiet_begin(void);
+void pl_quiet_end(void);             // a stray end (depth 0) is ignored
+// Compatibility form of the regions for code written against the old toggle: 0 begins one,
+// anything else ends one. New code calls pl_quiet_begin/pl_quiet_end.
+void pl_set_error_echo(int on);
 const char *pl_err_name(int code);   // "EINVAL", ...
 
 // Always-on assertion for true invariants (not for input validation).

@@ -14,6 +14,7 @@
 #include "io/fileio.h"
 #include "io/runlog.h"
 #include "nn/pl.h"
+#include "pipeline/commands.h"
 #include "stages/stages.h"
 
 #ifndef MP3D_VERSION
@@ -23,77 +24,16 @@
 #define MP3D_GIT "unknown"
 #endif
 
-typedef struct {
-    const char *flag;   // "--out"
-    const char *key;    // config key it sets
-    const char *value;  // fixed value for switches (NULL = takes an argument)
-    const char *help;
-} cli_opt;
-
-enum cfg_need { CFG_NONE = 0, CFG_OPTIONAL = 1, CFG_REQUIRED = 2 };
-
-typedef struct {
-    const char *name;
-    int (*run)(const pl_cfg *, MPI_Comm);
-    enum cfg_need need;
-    int writes_output;       // checks output.dir is writable before starting
-    const char *positional;  // key for a positional argument instead of CONFIG (inspect)
-    const char *summary;
-    cli_opt opts[8];
-} subcommand;
-
-static const subcommand g_subs[] = {
-    {"synth", stage_synth_run, CFG_OPTIONAL, 1, NULL,
-     "write a deterministic demo cohort in the public DeepLesion / ImageNet / COCO layouts",
-     {{"--out", "output.dir", NULL, "output folder"},
-      {"--scale", "synth.scale", NULL, "tiny | small | medium"},
-      {"--seed", "run.seed", NULL, "random seed"},
-      {"--datasets", "synth.datasets", NULL, "comma-separated subset of deeplesion,imagenet,coco"}}},
-    {"preprocess", stage_preprocess_run, CFG_REQUIRED, 1, NULL,
-     "DeepLesion archives + DL_info.csv -> 9-slice int16 HDF5 shards, one per split", {{0}}},
-    {"vdt", stage_vdt_run, CFG_REQUIRED, 1, NULL,
-     "ImageNet / COCO archives -> pseudo-3D (1, 3, S, S) uint8 HDF5 shards", {{0}}},
-    {"train", stage_train_run, CFG_REQUIRED, 1, NULL,
-     "data-parallel training (VDT pre-training or lesion-detector fine-tuning)", {{0}}},
-    {"anchors", stage_anchors_run, CFG_REQUIRED, 1, NULL,
-     "derive anchor ratios and scales from the training boxes", {{0}}},
-    {"evaluate", stage_evaluate_run, CFG_REQUIRED, 1, NULL,
-     "detect on a split, score with FROC, write the report", {{0}}},
-    {"infer", stage_infer_run, CFG_OPTIONAL, 0, NULL,
-     "run a checkpoint on /input of an HDF5 file, write /output",
-     {{"--checkpoint", "infer.checkpoint", NULL, "checkpoint (.h5)"},
-      {"--input", "infer.input", NULL, "HDF5 with /input (N, 1, D, H, W) float32"},
-      {"--output", "infer.output", NULL, "HDF5 to write /output to"}}},
-    {"froc", stage_froc_run, CFG_OPTIONAL, 0, NULL,
-     "score a detections CSV against DL_info.csv with the DeepLesion FROC protocol",
-     {{"--truth", "eval.truth", NULL, "DL_info.csv"},
-      {"--detections", "eval.detections", NULL, "CSV File_name,x1,y1,x2,y2,score"},
-      {"--split", "eval.split", NULL, "train | val | test | all"},
-      {"--json", "eval.json", "true", "print the figures as one JSON object on stdout"},
-      {"--out", "output.dir", NULL, "also write the report under this folder"},
-      {"--iou-continuous", "eval.iou_plus1", "false", "IoU without +1 on widths (MP3D)"},
-      {"--keep-noisy", "eval.noisy", "keep", "keep lesions flagged Possibly_noisy (MP3D)"},
-      {"--fp-rule", "eval.fp_rule", NULL, "before_next (MULAN) | first_at (3DCE/MP3D)"}}},
-    {"inspect", stage_inspect_run, CFG_NONE, 0, "inspect.file",
-     "summarise any file mp3d wrote (shards, checkpoints, detections)", {{0}}},
-    {"run", stage_run_pipeline, CFG_REQUIRED, 0, NULL,
-     "run the stages a pipeline config lists, skipping complete ones",
-     {{"--dry-run", "pipeline.dry_run", "true", "print the plan and why each stage would run"},
-      {"--only", "pipeline.only", NULL, "run only these stages (comma-separated names)"},
-      {"--force", "run.force", "true", "re-run every stage even if complete"}}},
-};
-static const int g_nsubs = (int)(sizeof g_subs / sizeof g_subs[0]);
-
 static void usage(FILE *f) {
     fprintf(f, "usage: mp3d <subcommand> [CONFIG] [--set key=value ...] [options]\n"
                "       mp3d <subcommand> --help | mp3d --help | mp3d --version\n\nsubcommands:\n");
-    for (int i = 0; i < g_nsubs; i++) fprintf(f, "  %-11s %s\n", g_subs[i].name, g_subs[i].summary);
+    for (int i = 0; i < mp3d_ncommands; i++) fprintf(f, "  %-11s %s\n", mp3d_commands[i].name, mp3d_commands[i].summary);
     fprintf(f, "\nRun with mpirun -np N mp3d ... or srun mp3d ...; every rank gets the same arguments.\n"
                "Exit codes: 0 ok, 1 run failed, 2 usage or config error, %d preempted (checkpoint written).\n",
             MP3D_EXIT_PREEMPTED);
 }
 
-static void sub_usage(FILE *f, const subcommand *s) {
+static void sub_usage(FILE *f, const mp3d_command *s) {
     if (s->positional)
         fprintf(f, "usage: mp3d %s FILE\n\n%s\n", s->name, s->summary);
     else
@@ -105,7 +45,7 @@ static void sub_usage(FILE *f, const subcommand *s) {
         fprintf(f, "  %-20s %s\n", "--set key=value", "override a config key (validated like the file)");
         if (s->writes_output) fprintf(f, "  %-20s %s\n", "--force", "re-run even if the output is complete");
     }
-    for (int i = 0; i < 8 && s->opts[i].flag; i++) {
+    for (int i = 0; i < CMD_MAX_OPTS && s->opts[i].flag; i++) {
         char left[64];
         snprintf(left, sizeof left, "%s%s", s->opts[i].flag, s->opts[i].value ? "" : " X");
         fprintf(f, "  %-20s %s (%s)\n", left, s->opts[i].help, s->opts[i].key);
@@ -114,7 +54,7 @@ static void sub_usage(FILE *f, const subcommand *s) {
 }
 
 typedef struct {
-    const subcommand *sub;
+    const mp3d_command *sub;
     const char *config;
     char **sets;   // "key=value"
     int nsets;
@@ -126,8 +66,8 @@ static int parse_cli(cli_args *a, int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { usage(stdout); return 0; }
     if (!strcmp(argv[1], "--version")) { printf("mp3d %s (git %s)\n", MP3D_VERSION, MP3D_GIT); return 0; }
-    for (int i = 0; i < g_nsubs; i++)
-        if (!strcmp(argv[1], g_subs[i].name)) a->sub = &g_subs[i];
+    for (int i = 0; i < mp3d_ncommands; i++)
+        if (!strcmp(argv[1], mp3d_commands[i].name)) a->sub = &mp3d_commands[i];
     if (!a->sub) {
         fprintf(stderr, "mp3d: unknown subcommand '%s'\n\n", argv[1]);
         usage(stderr);
@@ -146,7 +86,7 @@ static int parse_cli(cli_args *a, int argc, char **argv) {
         if (!strncmp(arg, "--set=", 6)) { a->sets[a->nsets++] = strdup(arg + 6); continue; }
         if (!strcmp(arg, "--force") && a->sub->writes_output) { a->sets[a->nsets++] = strdup("run.force=true"); continue; }
         const cli_opt *o = NULL;
-        for (int j = 0; j < 8 && a->sub->opts[j].flag; j++)
+        for (int j = 0; j < CMD_MAX_OPTS && a->sub->opts[j].flag; j++)
             if (!strcmp(arg, a->sub->opts[j].flag)) o = &a->sub->opts[j];
         if (o) {
             const char *v = o->value;
@@ -214,7 +154,7 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     pl_log_set_rank(rank);
     // Every rank reads the same config and reaches the same verdict; rank 0 says it.
-    pl_set_error_echo(rank == 0);
+    if (rank != 0) pl_quiet_begin();
 
     pl_cfg *cfg = NULL;
     double t0 = pl_time();
@@ -224,7 +164,7 @@ int main(int argc, char **argv) {
         goto done;
     }
     pl_log_set_level(level_of(cfg_str(cfg, "log.level")));
-    pl_set_error_echo(1);
+    if (rank != 0) pl_quiet_end();
     LOG0("mp3d:%s version:%s git:%s ranks:%d config:%s", a.sub->name, MP3D_VERSION, MP3D_GIT, size,
          a.config ? a.config : "-");
     if (a.sub->need != CFG_NONE) cfg_log(cfg);

@@ -63,24 +63,14 @@
 
 #include "io/fileio.h"
 #include "nn/pl.h"
+#include "pipeline/commands.h"
 #include "pipeline/runner.h"
 #include "stages/stages.h"
 
-typedef struct {
-    const char *command;
-    int (*run)(const pl_cfg *, MPI_Comm);
-} stage_fn;
-
-static const stage_fn g_stage_fns[] = {
-    {"synth", stage_synth_run},       {"preprocess", stage_preprocess_run}, {"vdt", stage_vdt_run},
-    {"train", stage_train_run},       {"anchors", stage_anchors_run},       {"evaluate", stage_evaluate_run},
-    {"froc", stage_froc_run},         {"infer", stage_infer_run},
-};
-
+// The command's entry point when a pipeline stage may run it (the table in pipeline/commands.c).
 static int (*find_fn(const char *cmd))(const pl_cfg *, MPI_Comm) {
-    for (size_t i = 0; i < sizeof g_stage_fns / sizeof g_stage_fns[0]; i++)
-        if (!strcmp(g_stage_fns[i].command, cmd)) return g_stage_fns[i].run;
-    return NULL;
+    const mp3d_command *c = mp3d_command_find(cmd);
+    return c && c->in_pipeline ? c->run : NULL;
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -464,23 +454,6 @@ static int set_aside_stale(const plan *P, int i) {
     return pl_write_file_atomic(m, line, (size_t)n);
 }
 
-// The config keys (prefixes) each command reads: what decides whether its output is current.
-static const char *stage_keys(const char *command) {
-    static const struct { const char *cmd, *keys; } k[] = {
-        {"synth", "synth.,output.,run.seed,run.max_bad_fraction"},
-        {"preprocess", "input.,output.,preprocess.,run.seed,run.max_bad_fraction"},
-        {"vdt", "input.,output.,vdt.,run.seed,run.max_bad_fraction"},
-        {"train", "input.,output.,model.,train.,det.,eval.,run.seed"},
-        {"anchors", "input.,output.,model.,det."},
-        {"evaluate", "input.,output.,eval.,det.,model.,run.seed"},
-        {"froc", "input.,output.,eval."},
-        {"infer", "input.,output.,infer.,model."},
-    };
-    for (size_t j = 0; j < sizeof k / sizeof k[0]; j++)
-        if (!strcmp(k[j].cmd, command)) return k[j].keys;
-    return "";   // every key
-}
-
 static int run_stage(const plan *P, int i, MPI_Comm gcomm) {
     int grank = 0;
     MPI_Comm_rank(gcomm, &grank);
@@ -509,7 +482,7 @@ static void names_of(char *out, size_t cap, const plan *P, const int *idx, int n
     if (!n) snprintf(out, cap, "-");
 }
 
-int stage_run_pipeline(const pl_cfg *cfg, MPI_Comm comm) {
+int pipeline_run(const pl_cfg *cfg, MPI_Comm comm) {
     int rank = 0, world = 1;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &world);
@@ -566,7 +539,7 @@ int stage_run_pipeline(const pl_cfg *cfg, MPI_Comm comm) {
         // Signature: the config keys the stage's command reads (a run-level --set train.lr=...
         // does not re-run synth) + inputs + dependencies.
         uint64_t h = pl_fnv1a(st[i].command, strlen(st[i].command), PL_FNV_INIT);
-        uint64_t hk = cfg_hash(s->cfg, stage_keys(st[i].command));
+        uint64_t hk = cfg_hash(s->cfg, mp3d_command_find(st[i].command)->reads);
         h = pl_fnv1a(&hk, sizeof hk, h);
         // External inputs are stamped (name, size, mtime of the folder's files); a folder under the
         // run folder is written by the stages this one depends on, whose signatures cover it (its

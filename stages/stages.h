@@ -4,6 +4,7 @@
 // (input untrustworthy, too many bad samples, I/O failure), 2 usage/config error,
 // MP3D_EXIT_PREEMPTED when stopped by SIGTERM/SIGUSR1 after writing a checkpoint.
 // Stages log with the rank tag and never call exit(); pipeline/ turns the code into the exit.
+// The facts about each subcommand (keys it reads, usage) are one table: pipeline/commands.c.
 
 #include <mpi.h>
 #include "io/config.h"
@@ -19,4 +20,9 @@ int stage_evaluate_run(const pl_cfg *cfg, MPI_Comm comm);
 int stage_infer_run(const pl_cfg *cfg, MPI_Comm comm);
 int stage_froc_run(const pl_cfg *cfg, MPI_Comm comm);
 int stage_inspect_run(const pl_cfg *cfg, MPI_Comm comm);
-int stage_run_pipeline(const pl_cfg *cfg, MPI_Comm comm);
+
+// The config keys (prefixes) that decide what preprocess and vdt write: their shards carry the
+// hash of these (attribute config_hash) and are skipped when it matches. `mp3d run` signs these
+// stages with them plus the keys that only steer the run (pipeline/commands.c).
+#define STAGE_CONTENT_KEYS_PREPROCESS "input.,preprocess."
+#define STAGE_CONTENT_KEYS_VDT "input.,vdt."

@@ -157,10 +157,10 @@ static void test_round_trip(const char *dir) {
     CHECK(ckpt_state_set_int(&st, "samples_seen", -1234567890123LL) == 0, "set int");
     CHECK(ckpt_state_set_double(&st, "best_top1", 0.1) == 0, "set double");
     CHECK(ckpt_state_set_double(&st, "lr", 1e-300) == 0, "set double");
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     CHECK(ckpt_state_set_int(&st, "step", 3) == PL_EINVAL, "reserved name accepted");
     CHECK(ckpt_state_set_int(&st, "best_top1", 3) == PL_EINVAL, "type clash accepted");
-    pl_set_error_echo(1);
+    pl_quiet_end();
     rc = ckpt_write_state(w, &st);
     CHECK(rc == 0, "write state: %s", pl_last_error());
     const char *cfg = "model = { arch = \"resnet3d18\"; };\ntrain = { lr = 0.1; }; # µ ünïcode\n";
@@ -219,7 +219,7 @@ static void test_round_trip(const char *dir) {
     CHECK(ckpt_read_text(r, "nope", &txt) == PL_ENOTFOUND && !txt, "absent text");
 
     // Strict reads refuse wrong shapes and absent names, naming the dataset.
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     ckpt_tensor bad = q.t[5];
     bad.shape[1] = 999;
     CHECK(ckpt_read_tensors(r, "/params", &bad, 1) == PL_EINVAL && strstr(pl_last_error(), "/params/big") &&
@@ -228,7 +228,7 @@ static void test_round_trip(const char *dir) {
     CHECK(ckpt_read_tensors(r, "/params", &bad, 1) == PL_ENOTFOUND && strstr(pl_last_error(), "fc.weight"), "absent: %s",
           pl_last_error());
     CHECK(ckpt_read_tensors(r, "/nogroup", q.t, 1) == PL_ENOTFOUND, "absent group");
-    pl_set_error_echo(1);
+    pl_quiet_end();
 
     // Load by name into "another network": one same-shape name, one reshaped, one absent.
     float got_tiny[2] = {-1, -1}, got_big[10] = {7, 7, 7, 7, 7, 7, 7, 7, 7, 7}, got_fc[4] = {5, 5, 5, 5};
@@ -328,9 +328,9 @@ static void test_recovery(const char *dir) {
     CHECK(rc == 0 && r && ckpt_reader_step(r) == 4 && skipped == 1, "truncated: rc %d skipped %d", rc, skipped);
     ckpt_close(r);
     r = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     rc = ckpt_open(&r, p5, MPI_COMM_WORLD, CKPT_VERIFY);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     CHECK(rc == PL_ECORRUPT && strstr(pl_last_error(), "ckpt_00000005.h5"), "truncated reported: %d %s", rc, pl_last_error());
     if (g_rank == 0) printf("truncated_message: %s\n", pl_last_error());
 
@@ -357,9 +357,9 @@ static void test_recovery(const char *dir) {
     }
     barrier();
     r = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     rc = ckpt_open(&r, p6, MPI_COMM_WORLD, CKPT_VERIFY);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     CHECK(rc == PL_ECORRUPT && strstr(pl_last_error(), "ckpt_00000006.h5") && strstr(pl_last_error(), "/params/big") &&
               strstr(pl_last_error(), "checksum mismatch"), "flipped reported on every rank: %s", pl_last_error());
     if (g_rank == 0) printf("flipped_message: %s\n", pl_last_error());
@@ -367,10 +367,10 @@ static void test_recovery(const char *dir) {
     r = NULL;
     CHECK(ckpt_open(&r, p6, MPI_COMM_WORLD, 0) == 0, "open unverified");
     tset_make(&got, 0, 0);
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     if (r) CHECK(ckpt_read_tensors(r, "/params", got.t, NT) == PL_ECORRUPT && strstr(pl_last_error(), "/params/big"), "read: %s",
                  pl_last_error());
-    pl_set_error_echo(1);
+    pl_quiet_end();
     ckpt_close(r);
     tset_free(&got);
     r = NULL;
@@ -400,9 +400,9 @@ static void test_recovery(const char *dir) {
     }
     barrier();
     r = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     rc = ckpt_open(&r, p7, MPI_COMM_WORLD, CKPT_VERIFY);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     CHECK(rc == PL_ECORRUPT && strstr(pl_last_error(), "ckpt_00000007.h5") && strstr(pl_last_error(), "not marked complete"),
           "incomplete: %d %s", rc, pl_last_error());
     rc = ckpt_open_latest(&r, dir, MPI_COMM_WORLD, &skipped);
@@ -420,9 +420,9 @@ static void test_recovery(const char *dir) {
     }
     barrier();
     r = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     rc = ckpt_open_latest(&r, dir, MPI_COMM_WORLD, &skipped);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     CHECK(rc == PL_ECORRUPT && !r && skipped == 2, "none valid: rc %d skipped %d", rc, skipped);
     char empty[4096];
     snprintf(empty, sizeof empty, "%s/none", dir);
@@ -438,9 +438,9 @@ static void test_divergent(const char *dir) {
     ckpt_tensor t = {.name = "w", .ndim = 1, .shape = {4}, .data = v};
     ckpt_writer *w = NULL;
     CHECK(ckpt_writer_open(&w, dir, 50, MPI_COMM_WORLD) == 0, "open");
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = ckpt_write_tensors(w, "/params", &t, 1);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     CHECK(rc == PL_EINVAL && strstr(pl_last_error(), "/params/w") && strstr(pl_last_error(), "differs between ranks"),
           "divergence: %d %s", rc, pl_last_error());
     ckpt_writer_abort(w);

@@ -455,7 +455,7 @@ static void test_shuffled(void) {
 }
 
 static void test_bad_input(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     coco_eval_gt g[] = {gtb(1, 1, 0, 0, 10, 10)};
     coco_eval_det d[] = {detb(1, 1, 0, 0, 10, 10, NAN)};
     int64_t im[] = {1};
@@ -471,7 +471,7 @@ static void test_bad_input(void) {
     CHECK(run(&r, g, 1, d, 1, im, 1, 0) == PL_EINVAL);
     CHECK(run(&r, g, 1, d, 1, NULL, 1, 100) == PL_EINVAL);
     coco_eval_result_free(&r);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     // nothing to evaluate: every figure -1
     CHECK(run(&r, g, 1, d, 1, im, 0, 100) == 0);
     CHECK(r.ap == -1 && r.ar100 == -1 && r.ncat == 0);

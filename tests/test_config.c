@@ -51,7 +51,7 @@ int main(void) {
     char cmd[512];
     snprintf(cmd, sizeof cmd, "mkdir -p %s", g_dir);
     if (system(cmd) != 0) return 1;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
 
     // --- each error kind, message names file:line, key, value and the allowed range ---
     expect_error("train = {\n  batch = 8;\n  lr = -0.1;\n};\n", PL_ERANGE, "bad.cfg:3", "train.lr = -0.1", "[1e-09, 100]");

@@ -188,11 +188,11 @@ static void test_kmeans(void) {
     anchors_kmeans(c3, a3, three, 3, 3, 100, &rng);
     const float w3[6] = {8, 8, 30, 10, 10, 40};  // areas 64 < 300 < 400
     tu_check("k-means k = n: centroids are the shapes, by area", tu_rel_diff(c3, w3, 6, 1), 0);
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     tu_check_near("k-means k > n is PL_EINVAL", anchors_kmeans(c3, a3, three, 3, 4, 10, &rng), PL_EINVAL, 0);
     const float bad[4] = {5, 0, 3, 3};
     tu_check_near("k-means on a zero-height shape is PL_EINVAL", anchors_kmeans(c3, a3, bad, 2, 1, 10, &rng), PL_EINVAL, 0);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     // default anchors vs the lesion-sized set: the derived set fits better
     anchor_config c;
     const double ratios[3] = {0.5, 1.0, 2.0};

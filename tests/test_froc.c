@@ -208,10 +208,10 @@ static void test_empty(void) {
     froc_set_free(&s);
     // duplicate image names are an error
     froc_image dup[2] = {img("a", 0), img("a", 1)};
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     CHECK(froc_set_build(&s, dup, 2, NULL, 0, NULL, 0) == PL_EINVAL);
     CHECK(strstr(pl_last_error(), "'a'") != NULL);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     printf("empty: ok\n");
 }
 
@@ -422,7 +422,7 @@ static void test_csv(void) {
                        "b.png,5,2,3,4,0.1\r\n"
                        "\"c.png\", 1, 2, 3, 4, 0.25\r\n"
                        "d.png,1,2,3,4,nan\n";
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     CHECK(froc_dets_parse(&r, text, strlen(text), "t.csv") == 0);
     CHECK(r.n == 2 && r.nbad == 4);
     if (r.n == 2) {
@@ -439,7 +439,7 @@ static void test_csv(void) {
     CHECK(froc_dets_parse(&r, "a,1,1,2,2,1\n", 12, "h.csv") == 0 && r.n == 1 && r.d[0].line == 1);
     froc_dets_free(&r);
     CHECK(froc_dets_read(&r, "froc_test_csv/missing.csv") == PL_ENOTFOUND);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     remove(path);
     remove(dir);
     printf("csv: ok\n");

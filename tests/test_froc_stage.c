@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
     char bad_truth[400];
     snprintf(bad_truth, sizeof bad_truth, "eval.truth=%s/missing.csv", dir);
     const char *missing[] = {bad_truth, s2};
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     c = run(missing, 2, MPI_COMM_WORLD);
     if (c != 1) {
         fprintf(stderr, "FAIL rank %d: unreadable truth returned %d, want 1\n", rank, c);

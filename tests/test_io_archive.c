@@ -377,7 +377,7 @@ static void test_bad_inputs(void) {
 }
 
 int main(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     snprintf(g_dir, sizeof g_dir, "tmp_io_archive_%ld", (long)getpid());
     PL_ASSERT(pl_mkdir_p(g_dir) == 0);
     double t0 = pl_time();

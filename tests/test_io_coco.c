@@ -102,7 +102,7 @@ static void check_set(const coco_set *s, const char *what) {
 }
 
 int main(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     double t0 = pl_time();
     char dir[256], path[640], zip[512], adir[512];
     snprintf(dir, sizeof dir, "tmp_io_coco_%ld", (long)getpid());

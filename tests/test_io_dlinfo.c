@@ -273,7 +273,7 @@ static void test_file_errors(const char *dir) {
 }
 
 int main(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     char dir[256];
     snprintf(dir, sizeof dir, "tmp_io_dlinfo_%ld", (long)getpid());
     PL_ASSERT(pl_mkdir_p(dir) == 0);

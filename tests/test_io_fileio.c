@@ -22,7 +22,7 @@ static int g_fail = 0;
 #define HAS(needle) (strstr(pl_last_error(), (needle)) != NULL)
 
 int main(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     char dir[256];
     snprintf(dir, sizeof dir, "tmp_io_fileio_%ld", (long)getpid());
 

@@ -371,7 +371,7 @@ static void test_cmyk(void) {
 }
 
 int main(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     snprintf(g_dir, sizeof g_dir, "tmp_io_image_%ld", (long)getpid());
     PL_ASSERT(pl_mkdir_p(g_dir) == 0);
     double t0 = pl_time();

@@ -41,7 +41,7 @@ static const char VAL[] =
     "ILSVRC2012_val_00000002,n01443537 1 2 3 4";                                // 10, no final newline
 
 int main(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     double t0 = pl_time();
     char dir[256], spath[512], vpath[512];
     snprintf(dir, sizeof dir, "tmp_io_imagenet_%ld", (long)getpid());

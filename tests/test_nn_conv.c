@@ -144,7 +144,7 @@ int main(void) {
     run_case(&threaded, &rng);
     nn_set_threads(0);
     // invalid shapes are reported, not asserted
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     conv3d_shape bad = conv3d_shape_make(6, 4, (int64_t[3]){1, 1, 1}, (int64_t[3]){1, 1, 1},
                                          (int64_t[3]){0, 0, 0}, 4, 0);
     nn_dims o;

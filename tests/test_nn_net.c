@@ -91,9 +91,9 @@ static void check_build_error(void) {
     c.gn_groups = 8;
     c.num_classes = 10;
     nn_net *net = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = nn_net_build(&net, &c);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     tu_check_near("GN groups not dividing the channels: build fails", rc < 0 && net == NULL, 1, 0);
     tu_check_near("... and the last error is the GroupNorm one", strstr(pl_last_error(), "not divisible by model.gn_groups") != NULL, 1, 0);
 }

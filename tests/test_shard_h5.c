@@ -228,7 +228,7 @@ int main(int argc, char **argv) {
     if (rank == 0) check_content(pz, 0);
 
     // failure on the last rank: nothing appears, every rank gets the error
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     char pb[300], pbt[310];
     snprintf(pb, sizeof pb, "%s/bad.h5", dir);
     snprintf(pbt, sizeof pbt, "%s.tmp", pb);
@@ -259,7 +259,7 @@ int main(int argc, char **argv) {
         CHECK(h5shard_describe(pa, out) == 0, "describe");
         fclose(out);
     }
-    pl_set_error_echo(1);
+    pl_quiet_end();
 
     if (c1 != MPI_COMM_NULL) MPI_Comm_free(&c1);
     if (c2 != MPI_COMM_NULL) MPI_Comm_free(&c2);

@@ -475,9 +475,9 @@ static void check_faults(const char *out, const faults *f, const char *root) {
     char csvp[700];
     snprintf(csvp, sizeof csvp, "%s/DL_info.csv", root);
     dl_table t = {0};
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     dlinfo_read(&t, csvp);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     int64_t distinct = count_keys(&t, 1) + count_keys(&t, 2) + count_keys(&t, 3), skipped = 0;
     for (int64_t i = 0; i < t.n; i++) {
         int first = 1;
@@ -581,13 +581,13 @@ int main(int argc, char **argv) {
     }
 
     // faults: with the default max_bad_fraction the stage fails and writes no shard
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     rc = run_stage(MPI_COMM_WORLD, faulty, o_bad2, NULL, NULL);
     CHECK(rc == MP3D_EXIT_FAIL, "faulty data, max_bad_fraction 0.05: exit %d, want 1", rc);
     snprintf(tp, sizeof tp, "%s/train.h5", o_bad2);
     CHECK(access(tp, F_OK) != 0, "a shard was written although too many samples were bad");
     rc = run_stage(MPI_COMM_WORLD, faulty, o_bad, "run.max_bad_fraction=0.9", NULL);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     CHECK(rc == 0, "faulty data, max_bad_fraction 0.9: exit %d", rc);
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0) check_faults(o_bad, &f, faulty);

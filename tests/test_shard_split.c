@@ -35,13 +35,13 @@ int main(void) {
     // zero items
     CHECK(worksplit_bounds(b, NULL, 0, 3) == 0 && b[0] == 0 && b[3] == 0, "zero items");
     // errors
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int64_t neg[2] = {3, -1};
     CHECK(worksplit_bounds(b, neg, 2, 2) == PL_EINVAL, "negative size accepted");
     CHECK(worksplit_bounds(b, eq, 4, 0) == PL_EINVAL, "size 0 accepted");
     int64_t s0, s1;
     CHECK(worksplit_range(&s0, &s1, eq, 4, 2, 2) == PL_EINVAL, "rank == size accepted");
-    pl_set_error_echo(1);
+    pl_quiet_end();
 
     // random sizes: ranges tile [0, n), each rank's load <= T/size + largest item, and
     // worksplit_range agrees with worksplit_bounds.

@@ -336,7 +336,7 @@ int main(int argc, char **argv) {
         make_coco(coco);
     }
     MPI_Barrier(MPI_COMM_WORLD);
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = run_stage(MPI_COMM_WORLD, inet, o_all, "imagenet", "train,val", "0.5");
     CHECK(rc == 0, "imagenet vdt exit %d", rc);
     rc = run_stage(MPI_COMM_WORLD, coco, o_strict, "coco", "val", "0.05");
@@ -350,7 +350,7 @@ int main(int argc, char **argv) {
         CHECK(run_stage(c1, coco, o_one, "coco", "val", "0.9") == 0, "1-rank coco");
         MPI_Comm_free(&c1);
     }
-    pl_set_error_echo(1);
+    pl_quiet_end();
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0) {
         char p[400];

@@ -654,7 +654,7 @@ static void check_rerun(const char *dir) {
 
 // ---- options and the stage entry ----------------------------------------------------------
 static void check_options(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     enum synth_scale sc;
     int ds;
     CHECK(synth_parse_scale(&sc, "small") == 0 && sc == SYNTH_SMALL, "small");
@@ -664,7 +664,7 @@ static void check_options(void) {
     CHECK(synth_parse_datasets(&ds, "coco,mnist") == PL_EINVAL && strstr(pl_last_error(), "mnist"), "%s",
           pl_last_error());
     CHECK(synth_parse_datasets(&ds, "") == PL_EINVAL, "empty list accepted");
-    pl_set_error_echo(1);
+    pl_quiet_end();
 }
 
 static int run_stage(const char *out, const char *scale, const char *datasets) {
@@ -695,12 +695,12 @@ static void check_stage(int rank) {
     MPI_Barrier(MPI_COMM_WORLD);
     int code = run_stage(out, "tiny", "deeplesion,coco");
     int codes[3] = {code, 0, 0};
-    if (rank == 0) pl_set_error_echo(0);
+    if (rank == 0) pl_quiet_begin();
     codes[1] = run_stage(out, "tiny", "coco,mnist");
     char bad[300];
     snprintf(bad, sizeof bad, "%s/sub", blocker);   // a folder under a regular file
     codes[2] = run_stage(bad, "tiny", "coco");
-    if (rank == 0) pl_set_error_echo(1);
+    if (rank == 0) pl_quiet_end();
     int mx[3], mn[3];
     MPI_Allreduce(codes, mx, 3, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(codes, mn, 3, MPI_INT, MPI_MIN, MPI_COMM_WORLD);

@@ -48,9 +48,9 @@ static int make_split(const char *dir, const char *split, int64_t n, int S, int 
 static int compare_group(ckpt_reader *a, ckpt_reader *b, const char *group, double *maxdiff) {
     ckpt_entry *ea = NULL, *eb = NULL;
     int na = 0, nb = 0;
-    pl_set_error_echo(0);  // a network without BatchNorm has no /buffers: not an error here
+    pl_quiet_begin();  // a network without BatchNorm has no /buffers: not an error here
     int rc = ckpt_list(a, group, &ea, &na);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     if (rc == PL_ENOTFOUND) return 0;
     if (rc || (rc = ckpt_list(b, group, &eb, &nb))) return rc;
     if (na != nb) { fprintf(stderr, "%s: %d vs %d tensors\n", group, na, nb); return 1; }

@@ -14,6 +14,7 @@
 #include "io/fileio.h"
 #include "io/h5shard.h"
 #include "io/image.h"
+#include "io/strbuf.h"
 #include "io/worksplit.h"
 #include "nn/pl.h"
 #include "stages/data/quarantine.h"
@@ -141,35 +142,13 @@ static int list_zips(pp_sources *s, const char *root) {
     return rc;
 }
 
-typedef struct { char *buf; size_t len, cap; } strbuf;
-
-static int sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int sb_printf(strbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t nc = PL_MAX(2 * b->cap, b->len + (size_t)n + 4096);
-        char *q = pl_realloc(b->buf, nc, "text buffer");
-        if (!q) return PL_ENOMEM;
-        b->buf = q;
-        b->cap = nc;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->buf + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-    return 0;
-}
-
 // Lists zip `zi` into lines "zi slice size dir\n". A truncated/corrupt archive ends the listing
 // and is quarantined; the entries before the damage stay usable.
 static int index_zip(strbuf *out, quarantine *q, const char *path, int zi) {
     arc_reader *r = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = arc_open_file(&r, path);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     if (rc) {
         LOG_WARN("preprocess: archive:%s unreadable (quarantined): %s", path, pl_last_error());
         quarantine_add(q, path, "", pl_last_error(), 0);
@@ -179,9 +158,9 @@ static int index_zip(strbuf *out, quarantine *q, const char *path, int zi) {
     int64_t size;
     char last[256] = "";
     for (;;) {
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         rc = arc_next(r, &name, &size);
-        pl_set_error_echo(1);
+        pl_quiet_end();
         if (rc == 0) break;
         if (rc < 0) {
             LOG_WARN("preprocess: archive:%s damaged after entry:%s (quarantined; entries before it are used)", path, last);
@@ -244,17 +223,17 @@ static int build_index(pp_sources *s, const char *root, quarantine *q, MPI_Comm 
     }
     int lrc = rc, grc = 0;
     MPI_Allreduce(&lrc, &grc, 1, MPI_INT, MPI_MIN, comm);
-    if (grc) { free(mine.buf); return grc; }
-    int len = (int)mine.len;
+    if (grc) { free(mine.p); return grc; }
+    int len = (int)mine.n;
     int *lens = pl_malloc(sizeof(int) * (size_t)size, "index lengths"), *displs = pl_malloc(sizeof(int) * (size_t)size, "index offsets");
     MPI_Allgather(&len, 1, MPI_INT, lens, 1, MPI_INT, comm);
     int64_t tot = 0;
     for (int r = 0; r < size; r++) { displs[r] = (int)tot; tot += lens[r]; }
-    if (tot > INT32_MAX) { free(lens); free(displs); free(mine.buf); return pl_fail(PL_ERANGE, "%s: archive index over 2 GB of text", root); }
+    if (tot > INT32_MAX) { free(lens); free(displs); free(mine.p); return pl_fail(PL_ERANGE, "%s: archive index over 2 GB of text", root); }
     char *all = pl_malloc((size_t)tot + 1, "archive index");
-    MPI_Allgatherv(mine.buf ? mine.buf : "", len, MPI_CHAR, all, lens, displs, MPI_CHAR, comm);
+    MPI_Allgatherv(mine.p ? mine.p : "", len, MPI_CHAR, all, lens, displs, MPI_CHAR, comm);
     all[tot] = 0;
-    free(mine.buf);
+    free(mine.p);
     free(lens);
     free(displs);
     int64_t n = 0;
@@ -315,9 +294,9 @@ static int decode_slice(pp_ctx *cx, pp_slice *s, const char *dir, int slice) {
     char label[96];
     snprintf(label, sizeof label, "%s/%03d.png", dir, slice);
     double t0 = pl_time();
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = img_decode_gray16(&s->px, &s->w, &s->h, s->png, s->len, label);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     cx->t_decode += pl_time() - t0;
     free(s->png);
     s->png = NULL;
@@ -547,22 +526,6 @@ static int parse_splits(int want[4], const char *s) {
     return 0;
 }
 
-// 1 if OUT/<split>.h5 is complete and was made from the same inputs and preprocess.* keys.
-static int output_current(const char *path, uint64_t hash) {
-    if (!pl_path_exists(path)) return 0;
-    h5shard_reader *r = NULL;
-    pl_set_error_echo(0);
-    int rc = h5shard_open(&r, path);
-    char *h = NULL;
-    if (!rc) rc = h5shard_get_attr_str(r, "config_hash", &h);
-    pl_set_error_echo(1);
-    char want[32];
-    snprintf(want, sizeof want, "%016llx", (unsigned long long)hash);
-    int ok = !rc && h && !strcmp(h, want);
-    free(h);
-    h5shard_close(r);
-    return ok;
-}
 
 int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
     int rank, size;
@@ -594,7 +557,8 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
     if (rank == 0) rc = pl_mkdir_p(outdir);
     MPI_Bcast(&rc, 1, MPI_INT, 0, comm);
     if (rc) return MP3D_EXIT_FAIL;
-    uint64_t hash = cfg_hash(cfg, "input.,preprocess.");
+    char hash_s[32];
+    snprintf(hash_s, sizeof hash_s, "%016llx", (unsigned long long)cfg_hash(cfg, STAGE_CONTENT_KEYS_PREPROCESS));
     char paths[4][4096];
     int todo[4] = {0}, ntodo = 0;
     for (int s = 1; s <= 3; s++) {
@@ -602,7 +566,7 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
         char nm[16];
         snprintf(nm, sizeof nm, "%s.h5", SPLIT_NAMES[s]);
         if (pl_path_join(paths[s], sizeof paths[s], outdir, nm)) return MP3D_EXIT_USAGE;
-        int cur = rank == 0 && !cfg_bool(cfg, "run.force") && output_current(paths[s], hash);
+        int cur = rank == 0 && !cfg_bool(cfg, "run.force") && h5shard_hash_matches(paths[s], hash_s);
         MPI_Bcast(&cur, 1, MPI_INT, 0, comm);
         if (cur) LOG0("preprocess: split:%s output:%s status:complete (skipped; --force re-runs)", SPLIT_NAMES[s], paths[s]);
         else { todo[s] = 1; ntodo++; }
@@ -756,9 +720,9 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
                     snprintf(fp, sizeof fp, "%s/%s/%03d.png", src.folder, ss->dir, s);
                     pp_slice *c = &bufs[k][s - ss->lo];
                     if (!pl_path_exists(fp)) continue;
-                    pl_set_error_echo(0);
+                    pl_quiet_begin();
                     int r2 = pl_read_file(fp, &c->png, &c->len);
-                    pl_set_error_echo(1);
+                    pl_quiet_end();
                     if (r2) { c->state = -1; snprintf(c->why, sizeof c->why, "%s", pl_last_error()); }
                     else c->state = 1;
                 }
@@ -768,16 +732,16 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
         for (int z = 0; z < src.nzips && !rc; z++) {
             if (!zip_used[z]) continue;
             arc_reader *ar = NULL;
-            pl_set_error_echo(0);
+            pl_quiet_begin();
             int orc = arc_open_file(&ar, src.zips[z]);
-            pl_set_error_echo(1);
+            pl_quiet_end();
             if (orc) continue;   // quarantined while indexing
             const char *name;
             int64_t esz;
             for (;;) {
-                pl_set_error_echo(0);
+                pl_quiet_begin();
                 int nrc = arc_next(ar, &name, &esz);
-                pl_set_error_echo(1);
+                pl_quiet_end();
                 if (nrc <= 0) break;   // end, or damage already quarantined while indexing
                 char dir[32];
                 int slice;
@@ -795,9 +759,9 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
                 if (done_series[k] || slice < ss->lo || slice > ss->hi) continue;
                 pp_slice *c = &bufs[k][slice - ss->lo];
                 if (c->state != 0) continue;
-                pl_set_error_echo(0);
+                pl_quiet_begin();
                 int r2 = arc_read_entry(ar, &c->png, &c->len);
-                pl_set_error_echo(1);
+                pl_quiet_end();
                 if (r2) {
                     c->state = -1;
                     snprintf(c->why, sizeof c->why, "%s", pl_last_error());
@@ -846,8 +810,6 @@ fail_collective:;
         for (int z = 0; z < src.nzips; z++) sb_printf(&inputs, "%s %lld\n", src.zips[z], stat(src.zips[z], &st) == 0 ? (long long)st.st_size : -1LL);
         if (src.nzips == 0 && src.folder[0]) sb_printf(&inputs, "%s (folder, %lld PNGs)\n", src.folder, (long long)src.nent);
     }
-    char hash_s[32];
-    snprintf(hash_s, sizeof hash_s, "%016llx", (unsigned long long)hash);
     int wrc = 0;
     double t_write = 0;
     for (int s = 1; s <= 3; s++) {
@@ -866,7 +828,7 @@ fail_collective:;
             h5shard_set_attr_str(w, "split", SPLIT_NAMES[s]);
             h5shard_set_attr_str(w, "config", cfg_text(cfg));
             h5shard_set_attr_str(w, "config_hash", hash_s);
-            h5shard_set_attr_str(w, "inputs", inputs.buf ? inputs.buf : "");
+            h5shard_set_attr_str(w, "inputs", inputs.p ? inputs.p : "");
             h5shard_set_attr_str(w, "mp3d_version", MP3D_VERSION);
             h5shard_set_attr_str(w, "layout",
                                  "images (N, D, H, W) int16 HU clipped to hu_clip; lesion rows of sample i are "
@@ -891,7 +853,7 @@ fail_collective:;
                  (long long)st.rows_total, paths[s], st.all_collective, st.write_seconds);
         }
     }
-    free(inputs.buf);
+    free(inputs.p);
     double secs = pl_time() - t_start, dec = 0, proc = 0;
     MPI_Allreduce(&cx.t_decode, &dec, 1, MPI_DOUBLE, MPI_SUM, comm);
     MPI_Allreduce(&cx.t_proc, &proc, 1, MPI_DOUBLE, MPI_SUM, comm);

@@ -15,6 +15,7 @@
 #include "io/h5shard.h"
 #include "io/image.h"
 #include "io/imagenet.h"
+#include "io/strbuf.h"
 #include "io/worksplit.h"
 #include "nn/pl.h"
 #include "stages/data/quarantine.h"
@@ -190,9 +191,9 @@ static int add_image(vdt_ctx *cx, int64_t key, const char *archive, const char *
     uint8_t *rgb = NULL;
     int w = 0, h = 0;
     double t0 = pl_time();
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = img_decode_rgb8(&rgb, &w, &h, buf, len, entry);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     double t1 = pl_time();
     cx->t_decode += t1 - t0;
     if (rc) {
@@ -269,17 +270,17 @@ static int add_image(vdt_ctx *cx, int64_t key, const char *archive, const char *
 
 static int list_archive(vdt_item **items, int64_t *n, const char *path, quarantine *q, int note) {
     arc_reader *r = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = arc_open_file(&r, path);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     if (rc) return rc;
     int64_t cap = 0;
     const char *name;
     int64_t size;
     for (;;) {
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         rc = arc_next(r, &name, &size);
-        pl_set_error_echo(1);
+        pl_quiet_end();
         if (rc <= 0) break;
         if (*n == cap) {
             cap = cap ? 2 * cap : 1024;
@@ -313,17 +314,17 @@ static int stream_items(vdt_ctx *cx, const char *path, vdt_item *items, int64_t 
                         int64_t (*key_of)(const vdt_item *, int64_t), int (*label_of)(const vdt_ctx *, const vdt_item *)) {
     if (b0 >= b1) return 0;
     arc_reader *r = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = arc_open_file(&r, path);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     if (rc) return 0;
     const char *name;
     int64_t size;
     int64_t todo = b1 - b0;
     while (todo > 0) {
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         int nrc = arc_next(r, &name, &size);
-        pl_set_error_echo(1);
+        pl_quiet_end();
         if (nrc <= 0) break;
         int64_t k = find_item(items + b0, b1 - b0, base_of(name));
         if (k < 0 || got[k]) continue;
@@ -331,9 +332,9 @@ static int stream_items(vdt_ctx *cx, const char *path, vdt_item *items, int64_t 
         todo--;
         uint8_t *buf = NULL;
         size_t len = 0;
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         int erc = arc_read_entry(r, &buf, &len);
-        pl_set_error_echo(1);
+        pl_quiet_end();
         if (erc) {
             quarantine_add(cx->q, path, name, pl_last_error(), 1);
             cx->skipped++;
@@ -360,39 +361,6 @@ static int label_of_idx(const vdt_ctx *cx, const vdt_item *it) {
 
 // ---------------------------------------------------------------------------- the stage
 
-static int output_current(const char *path, const char *hash) {
-    if (!pl_path_exists(path)) return 0;
-    h5shard_reader *r = NULL;
-    pl_set_error_echo(0);
-    int rc = h5shard_open(&r, path);
-    char *h = NULL;
-    if (!rc) rc = h5shard_get_attr_str(r, "config_hash", &h);
-    pl_set_error_echo(1);
-    int ok = !rc && h && !strcmp(h, hash);
-    free(h);
-    h5shard_close(r);
-    return ok;
-}
-
-typedef struct { char *buf; size_t len, cap; } vstr;
-static void vs_printf(vstr *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void vs_printf(vstr *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t nc = PL_MAX(2 * b->cap, b->len + (size_t)n + 1024);
-        char *q = realloc(b->buf, nc);
-        if (!q) return;
-        b->buf = q;
-        b->cap = nc;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->buf + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
 
 // One split of one dataset: returns 0, or a pl_err (same on every rank for collective failures).
 static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, const char *split, const char *out_path, const char *hash,
@@ -410,29 +378,29 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
     inet_val val = {0};
     coco_set cs = {0};
     char path[4096] = "", p2[4096];
-    vstr inputs = {0}, meta = {0};
+    strbuf inputs = {0}, meta = {0};
     int imagenet_train = !coco && !strcmp(split, "train");
     uint8_t *got = NULL;
     // --- item lists (every rank builds the same lists itself)
     if (!coco) {
         if ((rc = pl_path_join(p2, sizeof p2, root, "LOC_synset_mapping.txt")) || (rc = inet_synsets_read(&syn, p2))) goto collective;
-        vs_printf(&inputs, "%s\n", p2);
-        for (int i = 0; i < syn.n; i++) vs_printf(&meta, "%s %s\n", syn.syn[i].wnid, syn.syn[i].desc);
+        sb_printf(&inputs, "%s\n", p2);
+        for (int i = 0; i < syn.n; i++) sb_printf(&meta, "%s %s\n", syn.syn[i].wnid, syn.syn[i].desc);
         if (imagenet_train) {
             if ((rc = pl_path_join(path, sizeof path, root, "ILSVRC2012_img_train.tar"))) goto collective;
             if ((rc = list_archive(&tars, &ntars, path, q, rank == 0))) goto collective;
             qsort(tars, (size_t)ntars, sizeof *tars, cmp_item);
             for (int64_t i = 0; i < ntars; i++) {
                 char wnid[16];
-                pl_set_error_echo(0);
+                pl_quiet_begin();
                 int ok = inet_synset_from_tar_name(wnid, tars[i].name) == 0;
-                pl_set_error_echo(1);
+                pl_quiet_end();
                 tars[i].idx = ok ? inet_label_of(&syn, wnid) : -1;
                 if (tars[i].idx < 0 && rank == 0) quarantine_add(q, path, tars[i].entry, "inner tar is not a synset of LOC_synset_mapping.txt", 0);
             }
         } else {
             if ((rc = pl_path_join(p2, sizeof p2, root, "LOC_val_solution.csv")) || (rc = inet_val_read(&val, &syn, p2))) goto collective;
-            vs_printf(&inputs, "%s\n", p2);
+            sb_printf(&inputs, "%s\n", p2);
             if (rank == 0)
                 for (int64_t i = 0; i < val.nbad; i++) {
                     char e[32];
@@ -451,10 +419,10 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
         }
     } else {
         if ((rc = coco_load(&cs, root, split))) goto collective;
-        vs_printf(&inputs, "%s (instances_%s2017.json)\n", root, split);
+        sb_printf(&inputs, "%s (instances_%s2017.json)\n", root, split);
         if (rank == 0)
             for (int64_t i = 0; i < cs.nbad; i++) quarantine_add(q, "instances JSON", split, cs.bad[i].msg, 0);
-        for (int i = 0; i < cs.ncats; i++) vs_printf(&meta, "%d %d %s\n", i, cs.cats[i].id, cs.cats[i].name);
+        for (int i = 0; i < cs.ncats; i++) sb_printf(&meta, "%d %d %s\n", i, cs.cats[i].id, cs.cats[i].name);
         char zn[64];
         snprintf(zn, sizeof zn, "%s2017.zip", split);
         if ((rc = pl_path_join(path, sizeof path, root, zn))) goto collective;
@@ -486,7 +454,7 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
     }
     {
         struct stat st;
-        if (path[0]) vs_printf(&inputs, "%s %lld\n", path, stat(path, &st) == 0 ? (long long)st.st_size : -1LL);
+        if (path[0]) sb_printf(&inputs, "%s %lld\n", path, stat(path, &st) == 0 ? (long long)st.st_size : -1LL);
     }
 
     // --- writer
@@ -516,17 +484,17 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
         free(bytes);
         if (rc) goto collective;
         arc_reader *outer = NULL;
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         int orc = b0 < b1 ? arc_open_file(&outer, path) : 1;
-        pl_set_error_echo(1);
+        pl_quiet_end();
         const char *name;
         int64_t esz;
         int64_t todo = b1 - b0;
         got = pl_calloc((size_t)PL_MAX(ntars, (int64_t)1), 1, "tars seen");
         while (orc == 0 && todo > 0 && !rc) {
-            pl_set_error_echo(0);
+            pl_quiet_begin();
             int nrc = arc_next(outer, &name, &esz);
-            pl_set_error_echo(1);
+            pl_quiet_end();
             if (nrc <= 0) break;
             int64_t k = find_item(tars + b0, b1 - b0, base_of(name));
             if (k < 0 || got[b0 + k]) continue;
@@ -536,14 +504,14 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
             if (t->idx < 0) continue;   // quarantined above
             uint8_t *tb = NULL;
             size_t tl = 0;
-            pl_set_error_echo(0);
+            pl_quiet_begin();
             int erc = arc_read_entry(outer, &tb, &tl);
-            pl_set_error_echo(1);
+            pl_quiet_end();
             arc_reader *inner = NULL;
             if (!erc) {
-                pl_set_error_echo(0);
+                pl_quiet_begin();
                 erc = arc_open_memory(&inner, tb, tl, t->entry);
-                pl_set_error_echo(1);
+                pl_quiet_end();
             }
             if (erc) {
                 quarantine_add(q, path, t->entry, pl_last_error(), 0);
@@ -558,9 +526,9 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
             const char *in;
             int64_t isz;
             for (;;) {
-                pl_set_error_echo(0);
+                pl_quiet_begin();
                 int irc = arc_next(inner, &in, &isz);
-                pl_set_error_echo(1);
+                pl_quiet_end();
                 if (irc < 0) {
                     quarantine_add(q, t->entry, nim ? im[nim - 1].entry : "", pl_last_error(), 0);
                     break;
@@ -579,9 +547,9 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
                 im[nim].idx = nim;   // position of its buffer
                 bufs[nim] = NULL;
                 lens[nim] = 0;
-                pl_set_error_echo(0);
+                pl_quiet_begin();
                 int rrc = arc_read_entry(inner, &bufs[nim], &lens[nim]);
-                pl_set_error_echo(1);
+                pl_quiet_end();
                 if (rrc) {
                     quarantine_add(q, t->entry, in, pl_last_error(), 1);
                     cx.skipped++;
@@ -594,9 +562,9 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
             if (!rc) qsort(im, (size_t)nim, sizeof *im, cmp_item);
             for (int64_t i = 0; i < nim && !rc; i++) {
                 char wn[16];
-                pl_set_error_echo(0);
+                pl_quiet_begin();
                 int ok = inet_synset_from_image_name(wn, im[i].name) == 0 && inet_label_of(&syn, wn) == t->idx;
-                pl_set_error_echo(1);
+                pl_quiet_end();
                 (*n_cand)++;
                 if (!ok) {
                     quarantine_add(q, t->entry, im[i].entry, "image name does not carry the synset of its tar", 1);
@@ -660,9 +628,9 @@ collective:;
         h5shard_set_attr_str(cx.w, "split", split);
         h5shard_set_attr_str(cx.w, "config", cfg_text(cfg));
         h5shard_set_attr_str(cx.w, "config_hash", hash);
-        h5shard_set_attr_str(cx.w, "inputs", inputs.buf ? inputs.buf : "");
+        h5shard_set_attr_str(cx.w, "inputs", inputs.p ? inputs.p : "");
         h5shard_set_attr_str(cx.w, "mp3d_version", MP3D_VERSION);
-        h5shard_set_attr_str(cx.w, coco ? "categories" : "synsets", meta.buf ? meta.buf : "");
+        h5shard_set_attr_str(cx.w, coco ? "categories" : "synsets", meta.p ? meta.p : "");
         h5shard_set_attr_str(cx.w, "layout", coco ? "images (N, 1, 3, S, S) uint8, depth = R, G, B; rows of sample i are "
                                                     "[box_offsets[i], box_offsets[i+1]); boxes x1, y1, x2, y2 in the stored frame "
                                                     "(continuous pixels), clipped by the crop, kept when box_fraction >= "
@@ -687,8 +655,8 @@ collective:;
     inet_val_free(&val);
     coco_free(&cs);
     free(cx.sample);
-    free(inputs.buf);
-    free(meta.buf);
+    free(inputs.p);
+    free(meta.p);
     // finish now: the bad fraction is judged per split below (needs the global quarantine count)
     int64_t cand_all = 0, skip_all = 0, cand_l = *n_cand, skip_l = cx.skipped;
     MPI_Allreduce(&cand_l, &cand_all, 1, MPI_INT64_T, MPI_SUM, comm);
@@ -733,7 +701,7 @@ int stage_vdt_run(const pl_cfg *cfg, MPI_Comm comm) {
     if (rc) return MP3D_EXIT_FAIL;
     double t0 = pl_time();
     char hash[32];
-    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(cfg, "input.,vdt."));
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)cfg_hash(cfg, STAGE_CONTENT_KEYS_VDT));
     char qtag[32];
     snprintf(qtag, sizeof qtag, "vdt-%s", dataset);   // so an ImageNet and a COCO run can share output.dir
     quarantine *q = quarantine_create(qtag);
@@ -748,7 +716,7 @@ int stage_vdt_run(const pl_cfg *cfg, MPI_Comm comm) {
         char nm[64], path[4096];
         snprintf(nm, sizeof nm, "%s_%s.h5", dataset, tok);
         if (pl_path_join(path, sizeof path, outdir, nm)) { exit_code = MP3D_EXIT_USAGE; break; }
-        int cur = rank == 0 && !cfg_bool(cfg, "run.force") && output_current(path, hash);
+        int cur = rank == 0 && !cfg_bool(cfg, "run.force") && h5shard_hash_matches(path, hash);
         MPI_Bcast(&cur, 1, MPI_INT, 0, comm);
         if (cur) {
             LOG0("vdt: dataset:%s split:%s output:%s status:complete (skipped; --force re-runs)", dataset, tok, path);

@@ -15,6 +15,7 @@
 
 #include "io/archive.h"
 #include "io/fileio.h"
+#include "io/strbuf.h"
 #include "io/image.h"
 #include "nn/pl.h"
 
@@ -28,56 +29,8 @@ static const int k_hu_offset = 32768;      // DeepLesion PNG value = HU + 32768
 // ---------------------------------------------------------------------------------------
 // growing text buffer
 
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int err;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->err) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc < b->n + n + 1) nc *= 2;
-        char *np = pl_realloc(b->p, nc, "report text");
-        if (!np) {
-            b->err = PL_ENOMEM;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...) {
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        sb_put(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = pl_malloc((size_t)n + 1, "report line");
-    if (!big) {
-        b->err = PL_ENOMEM;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_put(b, big, (size_t)n);
-    free(big);
-}
-
 // XML/HTML text escaping.
-static void sb_xml(sbuf *b, const char *s) {
+static void sb_xml(strbuf *b, const char *s) {
     for (; *s; s++) {
         switch (*s) {
         case '<': sb_puts(b, "&lt;"); break;
@@ -89,7 +42,7 @@ static void sb_xml(sbuf *b, const char *s) {
     }
 }
 
-static void sb_json_str(sbuf *b, const char *s) {
+static void sb_json_str(strbuf *b, const char *s) {
     sb_puts(b, "\"");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
@@ -105,12 +58,12 @@ static void sb_json_str(sbuf *b, const char *s) {
     sb_puts(b, "\"");
 }
 
-static void sb_json_num(sbuf *b, double v) {
+static void sb_json_num(strbuf *b, double v) {
     if (isfinite(v)) sb_printf(b, "%.6g", v);
     else sb_puts(b, "null");
 }
 
-static void sb_base64(sbuf *b, const uint8_t *d, size_t n) {
+static void sb_base64(strbuf *b, const uint8_t *d, size_t n) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char q[4];
     for (size_t i = 0; i < n; i += 3) {
@@ -125,7 +78,7 @@ static void sb_base64(sbuf *b, const uint8_t *d, size_t n) {
     }
 }
 
-static int sb_write(const sbuf *b, const char *dir, const char *name) {
+static int sb_write(const strbuf *b, const char *dir, const char *name) {
     if (b->err) return b->err;
     char path[1024];
     int rc = pl_path_join(path, sizeof path, dir, name);
@@ -171,7 +124,7 @@ static double svg_x(double f, double x0, double pw) {
     return x0 + (l - k_xmin_log2) / (k_xmax_log2 - k_xmin_log2) * pw;
 }
 
-static void svg_body(sbuf *b, const froc_set *s, const froc_eval *ev) {
+static void svg_body(strbuf *b, const froc_set *s, const froc_eval *ev) {
     const double W = 640, H = 440, L = 70, R = 30, T = 44, B = 62;
     const double pw = W - L - R, ph = H - T - B;
     const froc_curve *c = &ev->all;
@@ -242,7 +195,7 @@ static void svg_body(sbuf *b, const froc_set *s, const froc_eval *ev) {
 }
 
 int froc_svg(char **out, const froc_set *s, const froc_eval *ev) {
-    sbuf b = {0};
+    strbuf b = {0};
     sb_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     svg_body(&b, s, ev);
     if (b.err) {
@@ -256,7 +209,7 @@ int froc_svg(char **out, const froc_set *s, const froc_eval *ev) {
 // ---------------------------------------------------------------------------------------
 // JSON
 
-static void json_levels(sbuf *b, const double *v) {
+static void json_levels(strbuf *b, const double *v) {
     sb_puts(b, "{");
     for (int k = 0; k < FROC_NLEVELS; k++) {
         sb_printf(b, "%s\"%g\":", k ? "," : "", froc_levels[k]);
@@ -265,7 +218,7 @@ static void json_levels(sbuf *b, const double *v) {
     sb_puts(b, "}");
 }
 
-static void json_ci(sbuf *b, const froc_ci *ci) {
+static void json_ci(strbuf *b, const froc_ci *ci) {
     sb_printf(b, "{\"reps\":%d,\"sens\":{", ci->reps);
     for (int k = 0; k < FROC_NLEVELS; k++) {
         sb_printf(b, "%s\"%g\":[", k ? "," : "", froc_levels[k]);
@@ -282,7 +235,7 @@ static void json_ci(sbuf *b, const froc_ci *ci) {
 }
 
 int froc_json(char **out, const froc_set *s, const froc_eval *ev) {
-    sbuf b = {0};
+    strbuf b = {0};
     const froc_curve *c = &ev->all;
     sb_printf(&b, "{\"n_images\":%lld,\"n_lesions\":%lld,\"n_detections\":%lld,\"n_detections_outside\":%lld,\"sens\":",
               (long long)s->n_images, (long long)c->n_lesions, (long long)s->n_det, (long long)s->n_det_outside);
@@ -324,7 +277,7 @@ int froc_json(char **out, const froc_set *s, const froc_eval *ev) {
 
 static int write_per_lesion(const char *dir, const froc_set *s, const froc_eval *ev, const int64_t *lr) {
     const froc_curve *c = &ev->all;
-    sbuf b = {0};
+    strbuf b = {0};
     sb_puts(&b, "File_name,line,x1,y1,x2,y2,type,type_name,long_mm,slice_mm,noisy,found,found_rank,found_score,"
                 "found_fp_per_image,found_at_level,best_iou\n");
     for (int64_t i = 0; i < s->n_images; i++) {
@@ -354,7 +307,7 @@ static int write_per_lesion(const char *dir, const froc_set *s, const froc_eval 
 
 static int write_per_detection(const char *dir, const froc_set *s, const froc_eval *ev) {
     const froc_curve *c = &ev->all;
-    sbuf b = {0};
+    strbuf b = {0};
     sb_puts(&b, "rank,File_name,x1,y1,x2,y2,score,outcome,new_hits,best_iou,fp_per_image,sensitivity,input_line\n");
     for (int64_t i = 0; i < s->n_det; i++) {
         const froc_sdet *d = &s->det[i];
@@ -633,7 +586,7 @@ static int thumb_png(uint8_t **out, size_t *olen, const uint8_t *png, size_t len
 // the md + html document, built side by side
 
 typedef struct {
-    sbuf md, html;
+    strbuf md, html;
 } doc;
 
 static void doc_h(doc *d, int level, const char *text) {
@@ -1040,12 +993,12 @@ int froc_report_write(const char *dir, const froc_set *s, const froc_eval *ev, c
     if (!rc) rc = sb_write(&d.md, dir, "report.md");
     if (!rc) rc = sb_write(&d.html, dir, "report.html");
     if (!rc) {
-        sbuf b = {.p = svg, .n = strlen(svg)};
+        strbuf b = {.p = svg, .n = strlen(svg)};
         rc = sb_write(&b, dir, "froc.svg");
     }
     if (!rc) rc = froc_json(&json, s, ev);
     if (!rc) {
-        sbuf b = {.p = json, .n = strlen(json)};
+        strbuf b = {.p = json, .n = strlen(json)};
         rc = sb_write(&b, dir, "froc.json");
     }
     if (!rc) rc = write_per_lesion(dir, s, ev, lr);

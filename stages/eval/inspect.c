@@ -16,9 +16,9 @@ static const unsigned char HDF5_MAGIC[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1
 
 static void shard_summary(const char *path, FILE *out) {
     h5shard_reader *r = NULL;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     int rc = h5shard_open(&r, path);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     if (rc || !h5shard_exists(r, "images")) {
         h5shard_close(r);
         return;
@@ -39,9 +39,9 @@ static void shard_summary(const char *path, FILE *out) {
         free(sp);
     } else {
         char *s = NULL;
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         if (h5shard_get_attr_str(r, "split", &s) == 0) fprintf(out, "  samples_per_split: %s=%lld\n", s, (long long)d[0]);
-        pl_set_error_echo(1);
+        pl_quiet_end();
         free(s);
     }
     for (const char *rows = "lesion_offsets\0box_offsets\0"; *rows; rows += strlen(rows) + 1) {
@@ -53,9 +53,9 @@ static void shard_summary(const char *path, FILE *out) {
     }
     double q = 0;
     int n = 0;
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     if (h5shard_get_attr_f64(r, "quarantined", &q, 1, &n) == 0) fprintf(out, "  quarantined_at_write: %.0f\n", q);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     h5shard_close(r);
 }
 

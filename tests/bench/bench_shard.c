@@ -83,9 +83,9 @@ static int64_t decode_pngs(const char *dl_dir, const pname *need, int64_t nneed,
         char p[1200];
         snprintf(p, sizeof p, "%s/Images_png_%02d.zip", dl_dir, z);
         arc_reader *r = NULL;
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         int rc = arc_open_file(&r, p);
-        pl_set_error_echo(1);
+        pl_quiet_end();
         if (rc) break;
         if ((z - 1) % size != rank) {
             arc_close(r);
