@@ -352,8 +352,38 @@ static int load_any(pl_cfg **out, const char *path, const char *text, const char
     return 0;
 }
 
+// det.anchors_from names the anchors.cfg snippet `mp3d anchors` wrote (det.anchor_scale and
+// det.anchor_ratios): its values replace the config's own, so the resolved config (and so every
+// checkpoint's stored copy) holds the anchors actually used and never needs the file again.
+// Done for configs loaded from files only: a checkpoint's stored text already holds them.
+static int resolve_anchors_from(pl_cfg *c) {
+    const char *af = cfg_str(c, "det.anchors_from");
+    if (!af[0]) return 0;
+    pl_cfg *snip = NULL;
+    int rc = load_any(&snip, af, NULL, NULL, 0);
+    if (rc) return pl_fail(rc, "%s: det.anchors_from = \"%s\": %s", c->path[0] ? c->path : "config", af, pl_last_error());
+    char a[512];
+    int n = cfg_list_len(snip, "det.anchor_ratios"), off = 0;
+    off = snprintf(a, sizeof a, "det.anchor_ratios=[");
+    for (int i = 0; i < n && off < (int)sizeof a - 32; i++)
+        off += snprintf(a + off, sizeof a - (size_t)off, "%s%.17g", i ? "," : "", cfg_list_float(snip, "det.anchor_ratios", i));
+    snprintf(a + off, sizeof a - (size_t)off, "]");
+    char sc[64];
+    snprintf(sc, sizeof sc, "det.anchor_scale=%.17g", cfg_float(snip, "det.anchor_scale"));
+    cfg_destroy(snip);
+    if ((rc = cfg_set(c, sc)) || (rc = cfg_set(c, a)))
+        return pl_fail(rc, "%s: det.anchors_from = \"%s\": %s", c->path[0] ? c->path : "config", af, pl_last_error());
+    LOG0("config: anchors from %s: %s %s", af, sc, a);
+    return 0;
+}
+
 int cfg_load(pl_cfg **out, const char *path, const char *const *sets, int nsets) {
-    return load_any(out, path, NULL, sets, nsets);
+    int rc = load_any(out, path, NULL, sets, nsets);
+    if (!rc && (rc = resolve_anchors_from(*out))) {
+        cfg_destroy(*out);
+        *out = NULL;
+    }
+    return rc;
 }
 
 int cfg_load_text(pl_cfg **out, const char *text, const char *label, const char *const *sets, int nsets) {

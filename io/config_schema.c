@@ -75,6 +75,7 @@ const cfg_key cfg_schema[] = {
     {"train.threads", CFG_INT, "0", 0, 1024, ANY, "BLAS threads per rank; 0 = OPENBLAS_NUM_THREADS or 1"},
 
     // --- detector ----------------------------------------------------------------------
+    {"det.anchors_from", CFG_STRING, "\"\"", 0, 0, ANY, "anchors.cfg written by mp3d anchors: its det.anchor_scale / det.anchor_ratios replace these (\"\" = use them)"},
     {"det.anchor_scale", CFG_FLOAT, "4", 0.5, 64, ANY, "anchor side = anchor_scale x stride"},
     {"det.anchor_ratios", CFG_FLOATS, "[0.5, 1.0, 2.0]", 0.05, 20, ANY, "anchor aspect ratios h/w"},
     {"det.train_sizes", CFG_INTS, "[448, 512, 576]", 32, 4096, ANY, "training image sizes (one drawn per batch)"},
@@ -109,6 +110,7 @@ const cfg_key cfg_schema[] = {
     {"eval.truth", CFG_STRING, "\"\"", 0, 0, ANY, "DL_info.csv scored against"},
     {"eval.detections", CFG_STRING, "\"\"", 0, 0, ANY, "detections CSV scored (mp3d froc)"},
     {"eval.json", CFG_BOOL, "false", 0, 0, ANY, "print the figures as one JSON object on stdout"},
+    {"eval.train_metrics", CFG_STRING, "\"\"", 0, 0, ANY, "metrics.jsonl of the training run: its loss, lr and validation curves go into the report (\"\" = none)"},
     {"eval.quarantine", CFG_STRING, "\"\"", 0, 0, ANY, "preprocessing quarantine.csv summarised in the report (\"\" = look beside output.dir and in input.root)"},
 
     // --- plain-tensor entry points -----------------------------------------------------

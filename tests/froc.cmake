@@ -1,5 +1,5 @@
 # FROC scoring and report (issue 6).
-foreach(t test_froc test_froc_report)
+foreach(t test_froc test_froc_report test_train_curves)
   mp3d_test(${t} ${t}.c TIMEOUT 60 LABELS froc)
 endforeach()
 add_executable(test_froc_bench test_froc_bench.c)

@@ -82,6 +82,42 @@ int main(void) {
         cfg_destroy(c);
     }
 
+    // --- det.anchors_from: the snippet `mp3d anchors` writes replaces the configured anchors ---
+    {
+        char snip[300];   // write_cfg returns its own buffer: keep a copy
+        snprintf(snip, sizeof snip, "%s",
+                 write_cfg("anchors.cfg", "# mp3d anchors ...\ndet = { anchor_scale = 1.25; anchor_ratios = [1.002, 0.5]; };\n"));
+        char text[600];
+        snprintf(text, sizeof text, "det = { anchor_scale = 4.0; anchor_ratios = [0.5, 1.0, 2.0]; anchors_from = \"%s\"; };\n",
+                 snip);
+        const char *p = write_cfg("af.cfg", text);
+        pl_cfg *c = NULL;
+        int rc = cfg_load(&c, p, NULL, 0);
+        CHECK(rc == 0, "load with anchors_from: %d %s", rc, pl_last_error());
+        if (c) {
+            CHECK(cfg_float(c, "det.anchor_scale") == 1.25, "anchor_scale %g (want the snippet's 1.25)",
+                  cfg_float(c, "det.anchor_scale"));
+            CHECK(cfg_list_len(c, "det.anchor_ratios") == 2 && cfg_list_float(c, "det.anchor_ratios", 0) == 1.002 &&
+                      cfg_list_float(c, "det.anchor_ratios", 1) == 0.5,
+                  "anchor_ratios: %d values", cfg_list_len(c, "det.anchor_ratios"));
+            // the stored config holds the resolved values: reloaded from text, no file needed
+            pl_cfg *c2 = NULL;
+            char *stored = strdup(cfg_text(c));
+            unlink(snip);
+            rc = cfg_load_text(&c2, stored, "stored", NULL, 0);
+            CHECK(rc == 0 && c2 && cfg_float(c2, "det.anchor_scale") == 1.25, "stored text reload: %d %s", rc,
+                  pl_last_error());
+            cfg_destroy(c2);
+            free(stored);
+            cfg_destroy(c);
+        }
+        // a missing snippet is an error naming the key and the file
+        c = NULL;
+        rc = cfg_load(&c, p, NULL, 0);
+        CHECK(rc != 0 && c == NULL && strstr(pl_last_error(), "det.anchors_from") && strstr(pl_last_error(), "anchors.cfg"),
+              "missing anchors file: rc %d [%s]", rc, pl_last_error());
+    }
+
     // --- --set overrides: beat the file, validated by the same table ---
     {
         const char *p = write_cfg("ok2.cfg", "train = { lr = 0.05; batch = 16; };\noutput = { dir = \"/tmp/a\"; };\n");

@@ -10,6 +10,7 @@
 #include "io/h5tensor.h"
 #include "nn/pl.h"
 #include "stages/train/detector.h"
+#include "stages/eval/train_curves.h"
 #include "stages/score/froc.h"
 #include "stages/stages.h"
 #include "stages/train/train_ckpt.h"
@@ -121,9 +122,23 @@ static int evaluate_rank0(const pl_cfg *cfg, const det_split *s, const froc_det 
         snprintf(q, sizeof q, "%s/quarantine.csv", cfg_str(cfg, "input.root"));
         const char *qk = cfg_str(cfg, "eval.quarantine");
         info.quarantine_csv = *qk ? qk : pl_path_exists(q) ? q : NULL;
+        // the training curves of the run that made the checkpoint, when eval.train_metrics names them
+        char *curves = NULL;
+        const char *tm = cfg_str(cfg, "eval.train_metrics");
+        if (*tm) {
+            train_curves tc;
+            if (train_curves_read(&tc, tm) == 0) {
+                if (train_curves_svg(&curves, &tc, NULL)) curves = NULL;
+                train_curves_free(&tc);
+            }
+            if (!curves) LOG_WARN("evaluate: eval.train_metrics: %s (the report has no training curves)", pl_last_error());
+            info.curves_svg = curves;
+            info.curves_source = tm;
+        }
         int wrc = pl_path_join(dir, sizeof dir, od, "report");
         if (!wrc) wrc = froc_report_write(dir, &set, &ev, &info);
         free(prov);
+        free(curves);
         if (wrc) {
             LOG_ERROR("evaluate: report: %s", pl_last_error());
             goto done;

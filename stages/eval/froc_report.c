@@ -829,6 +829,17 @@ int froc_report_write(const char *dir, const froc_set *s, const froc_eval *ev, c
     sb_puts(&d.html, "<div>");
     svg_body(&d.html, s, ev);
     sb_puts(&d.html, "</div>\n");
+    if (info && info->curves_svg) {
+        doc_h(&d, 2, "Training curves");
+        char ct[4400];
+        snprintf(ct, sizeof ct, "Loss, learning rate and the validation metric of the training run, against step and wall "
+                 "time (from %s).", info->curves_source ? info->curves_source : "the training metrics");
+        doc_p(&d, ct);
+        sb_puts(&d.md, "![training curves](train_curves.svg)\n\n");
+        sb_puts(&d.html, "<div>");
+        sb_puts(&d.html, info->curves_svg);
+        sb_puts(&d.html, "</div>\n");
+    }
 
     // sub-groups
     doc_h(&d, 2, "Sub-groups (lesions filtered, all detections kept)");
@@ -995,6 +1006,13 @@ int froc_report_write(const char *dir, const froc_set *s, const froc_eval *ev, c
     if (!rc) {
         strbuf b = {.p = svg, .n = strlen(svg)};
         rc = sb_write(&b, dir, "froc.svg");
+    }
+    if (!rc && info && info->curves_svg) {
+        strbuf b = {0};
+        sb_puts(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        sb_puts(&b, info->curves_svg);
+        rc = b.err ? b.err : sb_write(&b, dir, "train_curves.svg");
+        sb_free(&b);
     }
     if (!rc) rc = froc_json(&json, s, ev);
     if (!rc) {

@@ -170,6 +170,8 @@ typedef struct {
     const char *quarantine_csv;           // preprocessing quarantine list; NULL = none
     int n_overlays;                       // missed lesions and top FPs drawn (each)
     int64_t n_truth_bad, n_dets_bad;      // skipped input lines
+    const char *curves_svg;               // training curves (an <svg> element), NULL = none
+    const char *curves_source;            // the metrics file they were drawn from
 } froc_report_info;
 
 // Writes dir/report.md, report.html (self-contained), froc.svg, per_lesion.csv,
