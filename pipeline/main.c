@@ -4,6 +4,7 @@
 //   mp3d <subcommand> [CONFIG] [--set key=value ...] [subcommand options]
 //
 // Exit codes: 0 ok, 1 failed run, 2 usage/config error, 75 preempted after a checkpoint.
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,8 @@ int main(int argc, char **argv) {
     if (rank != 0) pl_quiet_end();
     LOG0("mp3d:%s version:%s git:%s ranks:%d config:%s", a.sub->name, MP3D_VERSION, MP3D_GIT, size,
          a.config ? a.config : "-");
+    // the BLAS kernels this process runs with (OPENBLAS_CORETYPE can force older ones)
+    LOG0("blas: core:%s threads:%d config:%s", openblas_get_corename(), openblas_get_num_threads(), openblas_get_config());
     if (a.sub->need != CFG_NONE) cfg_log(cfg);
 
     pl_metrics *metrics = NULL;
