@@ -122,10 +122,11 @@ static void fmt_tick(char *out, size_t cap, double v, double step) {
 }
 
 // One panel at (ox, oy): axes, ticks, labels and up to two series (x from xs, y from ys).
+// xspan: the x range at least (so the validation panels span the whole run, not its last val row).
 static void panel(strbuf *b, int ox, int oy, const char *title, const char *xlabel, const curve_series *s1,
-                  const curve_series *s2, int use_minutes, int unit_y, const char *name1, const char *name2) {
-    const double *x1 = s1 ? (use_minutes ? s1->minutes : s1->step) : NULL;
-    double xmax = 0, ymax = unit_y ? 1.0 : 0;
+                  const curve_series *s2, int use_minutes, int unit_y, const char *name1, const char *name2,
+                  double xspan) {
+    double xmax = xspan, ymax = unit_y ? 1.0 : 0;
     const curve_series *ss[2] = {s1, s2};
     for (int k = 0; k < 2; k++) {
         const curve_series *s = ss[k];
@@ -136,7 +137,6 @@ static void panel(strbuf *b, int ox, int oy, const char *title, const char *xlab
             if (!unit_y && isfinite(s->v[i]) && s->v[i] > ymax) ymax = s->v[i];
         }
     }
-    (void)x1;
     if (!(xmax > 0)) xmax = 1;
     if (!(ymax > 0)) ymax = 1;
     const double xs_step = nice_step(xmax, 5), ys_step = nice_step(ymax, 4);
@@ -214,12 +214,13 @@ int train_curves_svg(char **out, const train_curves *c, const char *title) {
     const char *v2 = c->val2.n ? c->val2_name : NULL;
     char vt[96];
     snprintf(vt, sizeof vt, "validation %s against step", vn);
-    panel(&b, 0, top, "training loss against step", "step", &c->loss, NULL, 0, 0, "loss", NULL);
-    panel(&b, CELLW, top, "learning rate against step", "step", &c->lr, NULL, 0, 0, "lr", NULL);
-    panel(&b, 0, top + CELLH, vt, "step", &c->val, c->val2.n ? &c->val2 : NULL, 0, 1, vn, v2);
+    const double steps = c->loss.n ? c->loss.step[c->loss.n - 1] : 0, mins = c->loss.n ? c->loss.minutes[c->loss.n - 1] : 0;
+    panel(&b, 0, top, "training loss against step", "step", &c->loss, NULL, 0, 0, "loss", NULL, 0);
+    panel(&b, CELLW, top, "learning rate against step", "step", &c->lr, NULL, 0, 0, "lr", NULL, 0);
+    panel(&b, 0, top + CELLH, vt, "step", &c->val, c->val2.n ? &c->val2 : NULL, 0, 1, vn, v2, steps);
     snprintf(vt, sizeof vt, "validation %s against wall time", vn);
     panel(&b, CELLW, top + CELLH, vt, "minutes since the run started", &c->val, c->val2.n ? &c->val2 : NULL, 1, 1, vn,
-          v2);
+          v2, mins);
     if (c->val.n == 0)
         sb_printf(&b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"#888\">no validation rows in the metrics</text>\n",
                   ML + 20, top + CELLH + MT + PH / 2);
