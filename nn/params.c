@@ -45,11 +45,18 @@ int nn_params_add(nn_params *p, int *index, const char *name, enum nn_param_kind
     e->kind = kind;
     e->init = init;
     e->fan_in = fan_in;
+    size_t ln = strlen(name);
+    e->role = kind == NN_PARAM && ln >= 5 && !strcmp(name + ln - 5, ".bias") ? NN_ROLE_BIAS : NN_ROLE_WEIGHT;
     size_t *total = kind == NN_PARAM ? &p->nparams : &p->nbuffers;
     e->offset = *total;
     *total += e->count;
     *index = p->n++;
     return 0;
+}
+
+void nn_params_set_role(nn_params *p, int index, enum nn_param_role role) {
+    PL_ASSERT(index >= 0 && index < p->n);
+    p->info[index].role = role;
 }
 
 int nn_params_alloc(nn_params *p) {

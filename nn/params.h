@@ -17,6 +17,14 @@ enum nn_init {
                              // of conv/linear weights, and their biases
 };
 
+// What an entry is, for per-group optimiser settings (weight decay on norm/bias or not, as
+// mmcv's paramwise_cfg norm_decay_mult / bias_decay_mult): set by the layer that registers it.
+enum nn_param_role {
+    NN_ROLE_WEIGHT = 0,  // conv / linear weights (and buffers)
+    NN_ROLE_BIAS,        // conv / linear biases (registered under a name ending in ".bias")
+    NN_ROLE_NORM,        // BatchNorm / GroupNorm weight and bias (nn_params_set_role)
+};
+
 #define NN_NAME_MAX 96
 typedef struct {
     char name[NN_NAME_MAX];   // "layer2.0.downsample.0.weight"
@@ -26,6 +34,7 @@ typedef struct {
     enum nn_param_kind kind;
     enum nn_init init;
     int64_t fan_in;
+    enum nn_param_role role;  // NN_ROLE_BIAS if the name ends in ".bias", else WEIGHT until set
 } nn_param_info;
 
 typedef struct {
@@ -41,6 +50,8 @@ void nn_params_free(nn_params *p);   // frees buffers and the table (views die w
 // Registers an entry and returns its index in *index. Names must be unique.
 int nn_params_add(nn_params *p, int *index, const char *name, enum nn_param_kind kind, int ndim,
                   const int64_t *shape, enum nn_init init, int64_t fan_in);
+// Marks entry `index` (e.g. a norm layer's weight/bias as NN_ROLE_NORM).
+void nn_params_set_role(nn_params *p, int index, enum nn_param_role role);
 int nn_params_alloc(nn_params *p);   // once, after the last add; grads/momentum zeroed
 float *nn_params_data(const nn_params *p, int index);   // params or buffers view
 float *nn_params_grad(const nn_params *p, int index);   // NULL for buffers

@@ -58,6 +58,8 @@ static int b_norm(nn_net *net, const char *name, int in, int64_t c, int relu) {
     if (!rc && !gn) rc = reg(net, &idx[3], name, "running_var", NN_BUFFER, 1, &c, NN_INIT_ONES, 0);
     if (!rc && !gn) rc = reg(net, &idx[4], name, "num_batches_tracked", NN_BUFFER, 0, NULL, NN_INIT_ZEROS, 0);
     if (rc) return rc;
+    nn_params_set_role(&net->params, idx[0], NN_ROLE_NORM);
+    nn_params_set_role(&net->params, idx[1], NN_ROLE_NORM);
     op = &net->ops[net->nops - 1];
     for (int i = 0; i < 5; i++) op->pidx[i] = idx[i];
     op->npar = 2;

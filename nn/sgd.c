@@ -3,8 +3,9 @@
 
 #include <math.h>
 
-void sgd_step(float *params, float *momentum_buf, const float *grads, size_t count, double lr,
-              double momentum, double weight_decay, int first) {
+// The update of one group (torch.optim.sgd._single_tensor_sgd, dampening 0).
+static void sgd_update(float *params, float *momentum_buf, const float *grads, size_t count, double lr,
+                       double momentum, double weight_decay, int nesterov, int first) {
     const float wd = (float)weight_decay, mom = (float)momentum, flr = (float)lr;
     if (momentum == 0) {
         for (size_t i = 0; i < count; i++) params[i] -= flr * (grads[i] + wd * params[i]);
@@ -14,8 +15,45 @@ void sgd_step(float *params, float *momentum_buf, const float *grads, size_t cou
         float d = grads[i] + wd * params[i];
         float b = first ? d : mom * momentum_buf[i] + d;
         momentum_buf[i] = b;
-        params[i] -= flr * b;
+        params[i] -= flr * (nesterov ? d + mom * b : b);
     }
+}
+
+void sgd_step(float *params, float *momentum_buf, const float *grads, size_t count, double lr,
+              double momentum, double weight_decay, int first) {
+    sgd_update(params, momentum_buf, grads, count, lr, momentum, weight_decay, 0, first);
+}
+
+static int decays(const nn_param_info *e, const sgd_opts *o) {
+    return o->decay_norm_bias || e->role == NN_ROLE_WEIGHT;
+}
+
+void sgd_step_params(nn_params *p, const sgd_opts *o, int first) {
+    // Runs of adjacent entries of the same group are updated in one loop.
+    int i = 0;
+    while (i < p->n) {
+        const nn_param_info *e = &p->info[i];
+        if (e->kind != NN_PARAM) { i++; continue; }
+        const int dec = decays(e, o);
+        size_t off = e->offset, end = e->offset + e->count;
+        int j = i + 1;
+        for (; j < p->n; j++) {
+            const nn_param_info *f = &p->info[j];
+            if (f->kind != NN_PARAM) continue;
+            if (decays(f, o) != dec || f->offset != end) break;
+            end += f->count;
+        }
+        sgd_update(p->params + off, p->momentum + off, p->grads + off, end - off, o->lr, o->momentum,
+                   dec ? o->weight_decay : 0.0, o->nesterov, first);
+        i = j;
+    }
+}
+
+size_t sgd_decayed_count(const nn_params *p, const sgd_opts *o) {
+    size_t n = 0;
+    for (int i = 0; i < p->n; i++)
+        if (p->info[i].kind == NN_PARAM && decays(&p->info[i], o)) n += p->info[i].count;
+    return n;
 }
 
 double sgd_clip_grad_norm(float *grads, size_t count, double max_norm) {

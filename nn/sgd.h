@@ -1,16 +1,31 @@
 #pragma once
 // sgd: SGD with momentum and weight decay by PyTorch's exact rule (torch.optim.SGD,
-// dampening 0, no Nesterov): d_p = g + wd*p; buf = d_p on the first step, else
-// buf = momentum*buf + d_p; p -= lr*buf. Gradient clipping by global L2 norm
-// (torch.nn.utils.clip_grad_norm_) and learning-rate schedules (linear warm-up, step, cosine).
-// One flat loop over buffers: callers pass the model's params/grads/momentum (or slices).
+// dampening 0): d_p = g + wd*p; buf = d_p on the first step, else buf = momentum*buf + d_p;
+// p -= lr*buf, or with Nesterov p -= lr*(d_p + momentum*buf). Parameter groups as mmcv's
+// paramwise_cfg builds them (weight decay off for norm weights/biases and conv/linear biases).
+// Gradient clipping by global L2 norm (torch.nn.utils.clip_grad_norm_) and learning-rate
+// schedules (linear warm-up, step, cosine). Flat loops over the model's params/grads/momentum.
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nn/params.h"
+
 // first != 0: the momentum buffer is initialised with d_p (PyTorch's "buf is None" step).
 void sgd_step(float *params, float *momentum_buf, const float *grads, size_t count, double lr,
               double momentum, double weight_decay, int first);
+
+typedef struct {
+    double lr, momentum, weight_decay;
+    int nesterov;          // torch.optim.SGD(nesterov=True)
+    int decay_norm_bias;   // 0: no weight decay on NN_ROLE_NORM / NN_ROLE_BIAS entries
+} sgd_opts;
+// One step over every NN_PARAM entry of p (params, grads, momentum), in two groups: entries
+// that decay (role NN_ROLE_WEIGHT, or all when decay_norm_bias) get o->weight_decay, the rest 0.
+// first != 0 initialises the momentum buffers (PyTorch's "buf is None" step).
+void sgd_step_params(nn_params *p, const sgd_opts *o, int first);
+// Floats of p that weight decay applies to under o (for the log).
+size_t sgd_decayed_count(const nn_params *p, const sgd_opts *o);
 
 // Global L2 norm of grads (double). If max_norm > 0 and norm > max_norm, scales grads by
 // max_norm / (norm + 1e-6) as PyTorch does. Returns the norm before clipping.

@@ -292,6 +292,41 @@ static void test_sgd(void) {
     tu_check_near("SGD step 2 p[0]", p[0], 0.852151, 1e-6);
     tu_check_near("SGD step 2 buf[0]", buf[0], 0.96849, 1e-6);
     tu_check_near("SGD step 2 p[1]", p[1], -2.023192, 1e-6);
+    // Nesterov with two groups (torch.optim.SGD(nesterov=True), weight decay 0 on norm/bias):
+    // decayed p=1, g=0.5: d=0.51, buf=0.51, p -= 0.1*(0.51+0.9*0.51) -> 0.9031;
+    //   d=0.5+0.01*0.9031=0.509031, buf=0.9*0.51+d=0.968031, p -= 0.1*(d+0.9*buf) -> 0.76507411
+    // exempt p=-2, g=0.1: d=0.1, buf=0.1, p -> -2.019; buf=0.19, p -= 0.1*(0.1+0.171) -> -2.0461
+    {
+        nn_params P;
+        nn_params_init(&P);
+        int iw, ib, ibn, irm;
+        int64_t two = 2, one = 1;
+        nn_params_add(&P, &iw, "conv.weight", NN_PARAM, 1, &two, NN_INIT_ZEROS, 0);
+        nn_params_add(&P, &ib, "conv.bias", NN_PARAM, 1, &one, NN_INIT_ZEROS, 0);
+        nn_params_add(&P, &ibn, "bn.weight", NN_PARAM, 1, &one, NN_INIT_ONES, 0);
+        nn_params_add(&P, &irm, "bn.running_mean", NN_BUFFER, 1, &one, NN_INIT_ZEROS, 0);
+        nn_params_set_role(&P, ibn, NN_ROLE_NORM);
+        tu_check("param roles: .bias is a bias, set_role marks norm, weights decay",
+                 !(P.info[ib].role == NN_ROLE_BIAS && P.info[ibn].role == NN_ROLE_NORM && P.info[iw].role == NN_ROLE_WEIGHT), 0);
+        if (nn_params_alloc(&P) == 0) {
+            float *w = nn_params_data(&P, iw), *bb = nn_params_data(&P, ib), *bn = nn_params_data(&P, ibn);
+            w[0] = 1, w[1] = 1, bb[0] = -2, bn[0] = -2;
+            float *gw = nn_params_grad(&P, iw), *gb = nn_params_grad(&P, ib), *gbn = nn_params_grad(&P, ibn);
+            gw[0] = gw[1] = 0.5f, gb[0] = gbn[0] = 0.1f;
+            sgd_opts o = {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = 1, .decay_norm_bias = 0};
+            tu_check_near("decayed floats (conv.weight only)", (double)sgd_decayed_count(&P, &o), 2, 0);
+            sgd_step_params(&P, &o, 1);
+            tu_check_near("Nesterov step 1, decayed", w[1], 0.9031, 1e-7);
+            tu_check_near("Nesterov step 1, bias exempt", bb[0], -2.019, 1e-6);
+            sgd_step_params(&P, &o, 0);
+            tu_check_near("Nesterov step 2, decayed", w[0], 0.76507411, 1e-6);
+            tu_check_near("Nesterov step 2, bias exempt", bb[0], -2.0461, 1e-6);
+            tu_check_near("Nesterov step 2, norm weight exempt", bn[0], -2.0461, 1e-6);
+            o.decay_norm_bias = 1;
+            tu_check_near("decayed floats (all)", (double)sgd_decayed_count(&P, &o), 4, 0);
+        }
+        nn_params_free(&P);
+    }
     // clipping: [3 4] has norm 5; clip to 1 -> [0.6 0.8]
     float cg[2] = {3, 4};
     double norm = sgd_clip_grad_norm(cg, 2, 1.0);

@@ -97,7 +97,9 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
     sch.nmilestones = nm;
     sch.warmup_iters = cfg_int(cfg, "train.warmup_iters");
     sch.warmup_factor = cfg_float(cfg, "train.warmup_factor");
-    const double mom = cfg_float(cfg, "train.momentum"), wd = cfg_float(cfg, "train.weight_decay");
+    sgd_opts opt = {.momentum = cfg_float(cfg, "train.momentum"), .weight_decay = cfg_float(cfg, "train.weight_decay"),
+                    .nesterov = cfg_bool(cfg, "train.nesterov"), .decay_norm_bias = cfg_bool(cfg, "train.wd_norm_bias")};
+    const int64_t log_every = cfg_int(cfg, "train.log_every");
     const double clip = cfg_float(cfg, "train.clip_grad");
     const int64_t ckpt_every = cfg_int(cfg, "train.ckpt_every");
     const int64_t check_every = cfg_int(cfg, "train.check_every");
@@ -125,8 +127,10 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
     if (!perm) { gradsync_free(&gs); metrics_close(metrics); return MP3D_EXIT_FAIL; }
     install_signals();
 
-    LOG0("train: task:%s samples:%lld batch:%lld ranks:%d steps_per_epoch:%lld total_steps:%lld lr:%g params:%zu",
-         t->name, (long long)t->n_train, (long long)B, size, (long long)spe, (long long)total, sch.base_lr, P->nparams);
+    LOG0("train: task:%s samples:%lld batch:%lld ranks:%d steps_per_epoch:%lld total_steps:%lld lr:%g params:%zu "
+         "nesterov:%d weight_decayed:%zu",
+         t->name, (long long)t->n_train, (long long)B, size, (long long)spe, (long long)total, sch.base_lr, P->nparams,
+         opt.nesterov, sgd_decayed_count(P, &opt));
     pl_progress prog;
     progress_init(&prog, "train", total, rank == 0, cfg_float(cfg, "log.progress_interval"));
     int64_t perm_epoch = -1;
@@ -148,7 +152,8 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
         if (rc) { code = MP3D_EXIT_FAIL; break; }
         if (clip > 0) sgd_clip_grad_norm(P->grads, P->nparams, clip);
         const double lr = sgd_lr_at(&sch, step);
-        sgd_step(P->params, P->momentum, P->grads, P->nparams, lr, mom, wd, step == 0);
+        opt.lr = lr;
+        sgd_step_params(P, &opt, step == 0);
         double t1 = pl_time();
         acc_comm += gs.wait_s;
         acc_data += data_s;
@@ -163,7 +168,7 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
             break;
         }
         const int64_t done = step + 1;
-        if (done % 10 == 0 || done == total || done == start_step + 1) {
+        if (done % log_every == 0 || done == total || done == start_step + 1) {
             double steps_in = acc_n > 0 ? (double)acc_n / (double)B : 1;
             LOG0("step:%lld epoch:%lld loss:%.5f lr:%.6g compute_ms:%.1f comm_wait_ms:%.1f data_ms:%.1f img_per_s:%.1f",
                  (long long)done, (long long)epoch, acc_loss / (double)PL_MAX(acc_n, 1), lr,
