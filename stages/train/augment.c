@@ -36,6 +36,13 @@ aug_box aug_center_box(int h, int w, int crop) {
     return b;
 }
 
+aug_box aug_random_box(pl_rng *r, int h, int w, int crop) {
+    int ch = PL_MIN(crop, h), cw = PL_MIN(crop, w);
+    // torchvision RandomCrop.get_params: top, left uniform integers in [0, h - crop], [0, w - crop]
+    aug_box b = {(int)pl_rng_int(r, 0, h - ch), (int)pl_rng_int(r, 0, w - cw), ch, cw};
+    return b;
+}
+
 // Source coordinate table for one axis: for output o, the two source taps and the weight of
 // the second, half-pixel centres (align_corners=False), clamped to the box.
 static void taps(int *i0, int *i1, float *f, int on, int start, int len) {

@@ -17,6 +17,9 @@ typedef struct { int y0, x0, h, w; } aug_box;
 // log-uniform aspect ratio in [rmin, rmax]; falls back to the whole image clamped to the range.
 aug_box aug_rrc_params(pl_rng *r, int h, int w, double smin, double smax, double rmin, double rmax);
 aug_box aug_center_box(int h, int w, int crop);
+// torchvision RandomCrop (no padding): a crop x crop box at a uniform integer offset; with
+// aug_crop_resize to (crop, crop) the pixels are copied unscaled.
+aug_box aug_random_box(pl_rng *r, int h, int w, int crop);
 
 // out (D, oh, ow) = bilinear resize (half-pixel centres, align_corners=False) of the box of in
 // (D, h, w); flip mirrors x; order[d] = which input slice becomes output slice d (NULL =

@@ -23,7 +23,7 @@ typedef struct {
     int64_t ntr, nva;
     int D, S;                 // stored sample (1, D, S, S)
     int64_t *ltr, *lva;       // labels
-    int crop, rrc, flip, shuffle, classes, bmax;
+    int crop, rrc, plain_crop, flip, shuffle, classes, bmax;
     double smin, eps;
     float mean, std;
     uint64_t seed;
@@ -73,8 +73,9 @@ static int cls_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
         c->lab[i] = c->ltr[idx[i]];
         pl_rng r;
         pl_rng_seed(&r, aug_sample_seed(c->seed, epoch, idx[i]));
-        aug_box b = c->rrc ? aug_rrc_params(&r, c->S, c->S, c->smin, 1.0, 3.0 / 4.0, 4.0 / 3.0)
-                           : aug_center_box(c->S, c->S, c->crop);
+        aug_box b = !c->rrc ? aug_center_box(c->S, c->S, c->crop)
+                    : c->plain_crop ? aug_random_box(&r, c->S, c->S, c->crop)
+                                    : aug_rrc_params(&r, c->S, c->S, c->smin, 1.0, 3.0 / 4.0, 4.0 / 3.0);
         int flip = pl_rng_uniform(&r) < 0.5 && c->flip;
         int order[8] = {0, 1, 2, 3, 4, 5, 6, 7};
         if (c->shuffle) {
@@ -202,6 +203,7 @@ int task_classify_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     }
     c->smin = cfg_float(cfg, "train.min_scale");
     c->rrc = cfg_bool(cfg, "train.random_crop");
+    c->plain_crop = !strcmp(cfg_str(cfg, "train.crop_mode"), "crop");
     c->flip = cfg_bool(cfg, "train.flip");
     c->shuffle = cfg_bool(cfg, "train.slice_shuffle");
     c->eps = cfg_float(cfg, "train.label_smoothing");
