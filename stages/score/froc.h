@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "io/dlinfo.h"
+#include "io/lesion_shard.h"
 
 enum { FROC_NLEVELS = 6, FROC_NAME = 64 };
 // FP/image levels reported; mFROC = mean of the first FROC_NMFROC.
@@ -92,6 +93,11 @@ int froc_set_build(froc_set *s, const froc_image *images, int64_t n_images, cons
 // the evaluated images are the distinct File_names left (sorted).
 int froc_set_from_dlinfo(froc_set *s, const dl_lesion *rows, int64_t n_rows, const froc_opts *o,
                          const froc_det *dets, int64_t n_dets);
+// From a preprocess shard split: every key slice with at least one scored lesion (noisy ones
+// dropped unless o->keep_noisy), as froc_set_from_dlinfo does from DL_info.csv. *labelled = 0
+// (and an empty set) when the split has no lesion rows at all.
+int froc_set_from_shard(froc_set *set, int *labelled, const lesion_shard *s, const froc_opts *o, const froc_det *dets,
+                        int64_t n_dets);
 void froc_set_free(froc_set *s);   // accepts a zeroed set
 
 // IoU of two x1,y1,x2,y2 boxes; plus1 adds 1 to widths and heights as 3DCE/MULAN do.

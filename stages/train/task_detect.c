@@ -11,7 +11,7 @@
 #include "io/fileio.h"
 #include "nn/pl.h"
 #include "stages/train/augment.h"
-#include "stages/train/detector.h"
+#include "stages/train/det_common.h"
 #include "stages/train/trainer.h"
 
 // The anchor/RoI sampling stream of a step is separate from the augmentation streams.
@@ -19,7 +19,7 @@ static const uint64_t k_sampling_tag = 0x73616d706c65ULL;   // "sample"
 
 typedef struct {
     detector *det;
-    det_split tr, va;
+    lesion_shard tr, va;
     int has_val;
     int nsizes, sizes[16];
     int test_size, max_size;
@@ -51,7 +51,7 @@ static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
         return gradsync_finish(gs);
     }
     double t0 = pl_time();
-    const det_split *s = &c->tr;
+    const lesion_shard *s = &c->tr;
     int ph = 0, pw = 0;
     int64_t nbox = 0;
     for (int i = 0; i < n; i++) {
@@ -113,7 +113,7 @@ static int det_validate(train_task *t, MPI_Comm comm, char *json, size_t json_ca
     froc_curve cur;
     memset(&cur, 0, sizeof cur);
     int labelled = 0;
-    rc = det_froc_set(&set, &labelled, &c->va, &c->fo, all, nall);
+    rc = froc_set_from_shard(&set, &labelled, &c->va, &c->fo, all, nall);
     if (!rc && labelled && set.n_images > 0) rc = froc_walk(&cur, &set, NULL, &c->fo);
     if (!rc) {
         const double *sv = cur.sens;
@@ -136,8 +136,8 @@ static void det_destroy(train_task *t) {
     det_ctx *c = t->ctx;
     if (c) {
         detector_destroy(c->det);
-        det_split_close(&c->tr);
-        det_split_close(&c->va);
+        lesion_shard_close(&c->tr);
+        lesion_shard_close(&c->va);
         free(c->x);
         free(c->tmp);
         free(c->raw);
@@ -166,7 +166,7 @@ int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     t->destroy = det_destroy;
     int rc = 0;
     const char *root = cfg_str(cfg, "input.root");
-    if ((rc = det_split_open(&c->tr, root, "train"))) goto fail;
+    if ((rc = lesion_shard_open(&c->tr, root, "train"))) goto fail;
     c->has_val = cfg_float(cfg, "train.val_every") > 0;
     if (c->has_val) {
         char vp[4200];
@@ -177,7 +177,7 @@ int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
         }
     }
     if (c->has_val) {
-        if ((rc = det_split_open(&c->va, root, "val"))) goto fail;
+        if ((rc = lesion_shard_open(&c->va, root, "val"))) goto fail;
         if (c->va.D != c->tr.D) {
             rc = pl_fail(PL_EFORMAT, "%s: val samples have %d slices, train %d", c->va.path, c->va.D, c->tr.D);
             goto fail;

@@ -20,7 +20,7 @@
 #include "nn/pl.h"
 #include "stages/train/augment.h"
 #include "stages/score/cocoeval.h"
-#include "stages/train/detector.h"
+#include "stages/train/det_common.h"
 #include "stages/train/trainer.h"
 
 static const uint64_t k_sampling_tag = 0x73616d706c65ULL;   // "sample": anchor/RoI sampling stream
