@@ -13,24 +13,8 @@
 #include "io/fileio.h"
 #include "nn/pl.h"
 #include "stages/score/cocoeval.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
-            g_fail++;                                                                 \
-        }                                                                             \
-    } while (0)
-#define CHECK_NEAR(a, b, tol)                                                         \
-    do {                                                                              \
-        double a_ = (a), b_ = (b);                                                    \
-        if (!(fabs(a_ - b_) <= (tol))) {                                              \
-            fprintf(stderr, "FAIL %s:%d: %s = %.17g, expected %.17g\n", __FILE__, __LINE__, \
-                    #a, a_, b_);                                                      \
-            g_fail++;                                                                 \
-        }                                                                             \
-    } while (0)
 
 // pycocotools' precision is tp / (tp + fp + eps): a single TP gives 1 - 2^-52, not 1.
 static const double TOL = 1e-12;

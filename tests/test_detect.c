@@ -16,7 +16,7 @@
 #include "nn/sgd.h"
 #include "stages/train/det_common.h"
 #include "stages/stages.h"
-#include "test_nn_util.h"
+#include "test_util.h"
 
 static int run_stage(int (*fn)(const pl_cfg *, MPI_Comm), const char *const *sets, int n) {
     pl_cfg *c = NULL;

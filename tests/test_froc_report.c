@@ -12,15 +12,8 @@
 #include "io/image.h"
 #include "nn/pl.h"
 #include "stages/score/froc.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
-            g_fail++;                                                                 \
-        }                                                                             \
-    } while (0)
 
 enum { IMG = 64 };
 static const char *const k_names[3] = {"000001_01_01_010.png", "000002_01_01_020.png", "000003_01_01_030.png"};
