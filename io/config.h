@@ -36,6 +36,8 @@ void cfg_destroy(pl_cfg *c);   // accepts NULL
 // getter fail: use cfg_require first in a stage to report it cleanly.
 int cfg_require(const pl_cfg *c, const char *key);      // 0 or PL_ENOTFOUND naming file and key
 int cfg_has(const pl_cfg *c, const char *key);          // 1 if given or defaulted
+// Typed getters: the key must be in the schema with this type (the list getters take either list
+// type); a mismatch is a caller bug, logged with the key and both types, then PL_ASSERT aborts.
 int64_t cfg_int(const pl_cfg *c, const char *key);
 double cfg_float(const pl_cfg *c, const char *key);
 int cfg_bool(const pl_cfg *c, const char *key);
