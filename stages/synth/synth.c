@@ -1,6 +1,7 @@
 // synth: `mp3d synth` — writes the demo cohort (DeepLesion, ImageNet, COCO layouts) under
 // output.dir. Rank 0 generates; the other ranks wait for its exit code (one broadcast), so
-// every rank returns the same code. The generators live in stages/synth_{dl,imagenet,coco}.c.
+// every rank returns the same code. The generators live in stages/synth/synth_{dl,imagenet,coco}.c,
+// their shared leaf helpers in synth_common.c.
 #include <stdio.h>
 #include <string.h>
 
@@ -9,11 +10,6 @@
 #include "nn/pl.h"
 #include "stages/stages.h"
 #include "stages/synth/synth.h"
-
-void synth_rng_init(pl_rng *r, uint64_t seed, uint64_t tag, uint64_t index) {
-    uint64_t key[3] = {seed, tag, index};
-    pl_rng_seed(r, pl_fnv1a(key, sizeof key, PL_FNV_INIT));
-}
 
 int synth_parse_scale(enum synth_scale *out, const char *s) {
     if (s && !strcmp(s, "tiny")) *out = SYNTH_TINY;
