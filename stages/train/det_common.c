@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/fileio.h"
 #include "io/h5shard.h"
 #include "nn/pl.h"
 #include "stages/train/augment.h"
@@ -169,4 +170,31 @@ void det_froc_opts(froc_opts *o, const pl_cfg *cfg) {
     o->keep_noisy = !strcmp(cfg_str(cfg, "eval.noisy"), "keep");
     o->fp_rule = !strcmp(cfg_str(cfg, "eval.fp_rule"), "first_at") ? FROC_FP_FIRST_AT : FROC_FP_BEFORE_NEXT;
     o->split = 0;
+}
+
+int det_train_opts_from_cfg(det_train_opts *o, const pl_cfg *cfg, int ranks) {
+    memset(o, 0, sizeof *o);
+    o->nsizes = cfg_list_len(cfg, "det.train_sizes");
+    if (o->nsizes < 1 || o->nsizes > DET_MAX_TRAIN_SIZES)
+        return pl_fail(PL_EINVAL, "%s: det.train_sizes has %d values (allowed 1..%d)", cfg_path(cfg), o->nsizes,
+                       DET_MAX_TRAIN_SIZES);
+    for (int i = 0; i < o->nsizes; i++) {
+        o->sizes[i] = (int)cfg_list_float(cfg, "det.train_sizes", i);
+        o->max_size = PL_MAX(o->max_size, o->sizes[i]);
+    }
+    o->test_size = (int)cfg_int(cfg, "det.test_size");
+    o->flip = cfg_bool(cfg, "det.flip");
+    o->seed = (uint64_t)cfg_int(cfg, "run.seed");
+    const int64_t B = cfg_int(cfg, "train.batch");
+    o->bmax = (int)((B + ranks - 1) / ranks);
+    return 0;
+}
+
+int det_val_wanted(const pl_cfg *cfg, const char *root, const char *file, const char *tag) {
+    if (!(cfg_float(cfg, "train.val_every") > 0)) return 0;
+    char vp[4200];
+    snprintf(vp, sizeof vp, "%s/%s", root, file);
+    if (pl_path_exists(vp)) return 1;
+    LOG0("%s: %s does not exist: training without validation", tag, vp);
+    return 0;
 }

@@ -34,3 +34,18 @@ int det_gather_records(void **all, int64_t *n_all, const void *mine, int64_t n_m
                        int root);
 // eval.* keys -> FROC options (split unused here).
 void det_froc_opts(froc_opts *o, const pl_cfg *cfg);
+
+// ---- what the two detection tasks (task_detect.c, task_detect_coco.c) read alike ----------------
+enum { DET_MAX_TRAIN_SIZES = 16 };
+typedef struct {
+    int sizes[DET_MAX_TRAIN_SIZES], nsizes, max_size;   // det.train_sizes (one drawn per batch), their max
+    int test_size;                                      // det.test_size
+    int flip;                                           // det.flip
+    uint64_t seed;                                      // run.seed
+    int bmax;                                           // images per rank: ceil(train.batch / ranks)
+} det_train_opts;
+// Reads det.train_sizes (1..16 values), det.test_size, det.flip, run.seed, train.batch.
+int det_train_opts_from_cfg(det_train_opts *o, const pl_cfg *cfg, int ranks);
+// 1 when the task validates: train.val_every > 0 and root/<file> exists (a missing file is logged
+// with `tag` and means training without validation).
+int det_val_wanted(const pl_cfg *cfg, const char *root, const char *file, const char *tag);
