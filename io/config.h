@@ -66,7 +66,7 @@ int cfg_overrides(const pl_cfg *c, char ***out);
 //                             set = ["output.dir=@dir/prep"]; after = ["synth"]; ranks = 0; }, ... ); };
 // `config` is relative to the pipeline file's folder; "@dir" in set values is the run folder.
 // `after` and `follow` name earlier stages only (checked here); `follow` = a stage that runs
-// beside the named one, scoring its checkpoints (stages/run.c decides what that means).
+// beside the named one, scoring its checkpoints (pipeline/watch.c decides what that means).
 typedef struct {
     char name[64];
     char command[32];

@@ -1,4 +1,4 @@
-// Tests of the COCO bbox evaluation (stages/cocoeval.c) on hand-computed cases: 2 gts / 3 dets
+// Tests of the COCO bbox evaluation (stages/score/cocoeval.c) on hand-computed cases: 2 gts / 3 dets
 // with known IoUs, crowd regions, dets on images without gt or outside the evaluated list, a
 // category without gt, area ranges, the max_dets cut, perfect and empty detections, input order,
 // bad input. Usage: test_cocoeval                          (the tests)

@@ -1,4 +1,4 @@
-// Tests of the FROC scoring library (stages/froc_score.c) on hand-computed cases: the issue's
+// Tests of the FROC scoring library (stages/score/froc_score.c) on hand-computed cases: the issue's
 // case A, one detection finding two lesions, the integer-FP rules, empty images and no
 // detections, ties, IoU conventions, noisy exclusion, sub-groups, AP, the detections CSV, and
 // the patient bootstrap against a brute-force resampled walk.

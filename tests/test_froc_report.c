@@ -1,4 +1,4 @@
-// Tests of the FROC report (stages/froc_report.c) through real files: a 3-image cohort with key
+// Tests of the FROC report (stages/eval/froc_report.c) through real files: a 3-image cohort with key
 // slices in an Images_png_01.zip, a quarantine list, the report written, then read back:
 // report.md/html content, froc.svg parsed as XML and froc.json as JSON (python3), CSV row counts,
 // overlay PNGs decoded and checked pixel by pixel (windows, box colours, the lung panel).
@@ -11,6 +11,7 @@
 #include "io/fileio.h"
 #include "io/image.h"
 #include "nn/pl.h"
+#include "stages/eval/froc_report.h"
 #include "stages/score/froc.h"
 #include "test_util.h"
 

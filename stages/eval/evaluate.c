@@ -10,6 +10,7 @@
 #include "io/h5tensor.h"
 #include "nn/pl.h"
 #include "stages/train/det_common.h"
+#include "stages/eval/froc_report.h"
 #include "stages/score/froc.h"
 #include "stages/stages.h"
 #include "stages/train/train_ckpt.h"

@@ -1,7 +1,7 @@
 #pragma once
 // froc: the DeepLesion FROC protocol (the 3DCE/MULAN/MP3D reference walk), AP@0.5 (COCO
-// 101-point), sub-group sensitivities, patient-bootstrap CIs, the detections CSV, and the
-// evaluation report (froc_report.c). Pure computation and files: no MPI, no HDF5.
+// 101-point), sub-group sensitivities, patient-bootstrap CIs, the detections CSV. Pure
+// computation and files: no MPI, no HDF5. The report is stages/eval/froc_report.h.
 // Boxes are x1,y1,x2,y2 in the key slice's original pixel frame (DL_info's Bounding_boxes).
 // Ranking ties: score descending, then File_name ascending (strcmp), then input order.
 
@@ -166,27 +166,3 @@ typedef struct {
 } froc_eval;
 int froc_evaluate(froc_eval *ev, const froc_set *s, const froc_opts *o, int boot_reps, uint64_t seed);
 void froc_eval_free(froc_eval *ev);
-
-// ---- report (froc_report.c) ----
-typedef struct {
-    const char *truth_path, *dets_path;   // inputs, named in the report
-    const char *config_text;              // resolved config (provenance), may be NULL
-    const char *version;                  // tool version string, may be NULL
-    const char *images_root;              // folder with Images_png_*.zip for overlays; NULL/"" = none
-    const char *quarantine_csv;           // preprocessing quarantine list; NULL = none
-    int n_overlays;                       // missed lesions and top FPs drawn (each)
-    int64_t n_truth_bad, n_dets_bad;      // skipped input lines
-} froc_report_info;
-
-// Writes dir/report.md, report.html (self-contained), froc.svg, per_lesion.csv,
-// per_detection.csv, froc.json and dir/overlays/*.png. Creates dir.
-int froc_report_write(const char *dir, const froc_set *s, const froc_eval *ev, const froc_report_info *info);
-// The curve as a standalone SVG document (malloc'ed, NUL-terminated).
-int froc_svg(char **out, const froc_set *s, const froc_eval *ev);
-// The figures as one JSON object (malloc'ed): n_images, n_lesions, sens{"0.5":..}, mfroc, ap50, ci, conventions.
-int froc_json(char **out, const froc_set *s, const froc_eval *ev);
-// Overlay helpers, exposed for tests. px: DeepLesion 16-bit values (HU = v - 32768), n pixels;
-// out (n) gray in [0, 255] for the window (width, level). rgb (h, w, 3).
-void froc_window_gray(uint8_t *out, const uint16_t *px, int64_t n, double width, double level);
-void froc_draw_rect(uint8_t *rgb, int w, int h, const double *box, const uint8_t *color, int thick);
-void froc_draw_text(uint8_t *rgb, int w, int h, int x, int y, const char *text, const uint8_t *color, int scale);
