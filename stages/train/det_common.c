@@ -198,3 +198,18 @@ int det_val_wanted(const pl_cfg *cfg, const char *root, const char *file, const 
     LOG0("%s: %s does not exist: training without validation", tag, vp);
     return 0;
 }
+
+int det_task_new(train_task **out, size_t ctx_bytes, const char *name) {
+    *out = NULL;
+    train_task *t = pl_calloc(1, sizeof *t, "task");
+    void *c = pl_calloc(1, ctx_bytes, name);
+    if (!t || !c) {
+        free(t);
+        free(c);
+        return PL_ENOMEM;
+    }
+    t->ctx = c;
+    t->name = name;
+    *out = t;
+    return 0;
+}

@@ -11,6 +11,7 @@
 #include "io/lesion_shard.h"
 #include "nn/detector.h"
 #include "stages/score/froc.h"
+#include "stages/train/trainer.h"
 
 // model.* and det.* keys of a config; depth = slices of the shards it will read.
 int det_config_from_cfg(det_config *c, const pl_cfg *cfg, int depth);
@@ -49,3 +50,6 @@ int det_train_opts_from_cfg(det_train_opts *o, const pl_cfg *cfg, int ranks);
 // 1 when the task validates: train.val_every > 0 and root/<file> exists (a missing file is logged
 // with `tag` and means training without validation).
 int det_val_wanted(const pl_cfg *cfg, const char *root, const char *file, const char *tag);
+// A zeroed task named `name` owning a zeroed context of ctx_bytes (t->ctx); PL_ENOMEM frees both.
+// The caller wires step / validate / destroy.
+int det_task_new(train_task **t, size_t ctx_bytes, const char *name);

@@ -149,18 +149,12 @@ int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     *out = NULL;
     int size = 1;
     MPI_Comm_size(comm, &size);
-    train_task *t = pl_calloc(1, sizeof *t, "task");
-    det_ctx *c = pl_calloc(1, sizeof *c, "detect task");
-    if (!t || !c) {
-        free(t);
-        free(c);
-        return PL_ENOMEM;
-    }
-    t->ctx = c;
-    t->name = "detect";
+    train_task *t = NULL;
+    int rc = det_task_new(&t, sizeof(det_ctx), "detect");
+    if (rc) return rc;
+    det_ctx *c = t->ctx;
     t->step = det_step;
     t->destroy = det_destroy;
-    int rc = 0;
     const char *root = cfg_str(cfg, "input.root");
     if ((rc = lesion_shard_open(&c->tr, root, "train"))) goto fail;
     c->has_val = det_val_wanted(cfg, root, "val.h5", "detect");

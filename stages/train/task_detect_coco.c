@@ -406,18 +406,12 @@ int task_detect_coco_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) 
     *out = NULL;
     int size = 1;
     MPI_Comm_size(comm, &size);
-    train_task *t = pl_calloc(1, sizeof *t, "task");
-    coco_ctx *c = pl_calloc(1, sizeof *c, "detect_coco task");
-    if (!t || !c) {
-        free(t);
-        free(c);
-        return PL_ENOMEM;
-    }
-    t->ctx = c;
-    t->name = "detect_coco";
+    train_task *t = NULL;
+    int rc = det_task_new(&t, sizeof(coco_ctx), "detect_coco");
+    if (rc) return rc;
+    coco_ctx *c = t->ctx;
     t->step = coco_step;
     t->destroy = coco_destroy;
-    int rc = 0;
     const char *root = cfg_str(cfg, "input.root");
     snprintf(c->out_dir, sizeof c->out_dir, "%s", cfg_str(cfg, "output.dir"));
     if ((rc = coco_split_open(&c->tr, root, "train"))) goto fail;
