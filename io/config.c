@@ -398,10 +398,19 @@ void cfg_destroy(pl_cfg *c) {
     free(c);
 }
 
+// The getters are typed: asking for a key as another type than its schema entry is a bug in the
+// caller (cfg_int on a float key used to read 0), so it is refused loudly — the key, both types,
+// then abort like any broken invariant. The list getters read both list types (stored as doubles).
 static const cfg_val *get(const pl_cfg *c, const char *key, enum cfg_type want, int need) {
     int ki = key_index(key);
     PL_ASSERT(ki >= 0 && "key not in cfg_schema");
-    (void)want;
+    const enum cfg_type have = cfg_schema[ki].type;
+    const int lists = (want == CFG_FLOATS || want == CFG_INTS) && (have == CFG_FLOATS || have == CFG_INTS);
+    if (have != want && !lists) {
+        LOG_ERROR("internal: config key '%s' holds %s (io/config_schema.c) but was read as %s", key,
+                  type_name(have), type_name(want));
+        PL_ASSERT(have == want && "config getter type matches the schema");
+    }
     const cfg_val *v = &c->vals[ki];
     if (need && !v->set) {
         // A stage forgot cfg_require: fail loudly rather than invent a value.

@@ -36,6 +36,8 @@ void cfg_destroy(pl_cfg *c);   // accepts NULL
 // getter fail: use cfg_require first in a stage to report it cleanly.
 int cfg_require(const pl_cfg *c, const char *key);      // 0 or PL_ENOTFOUND naming file and key
 int cfg_has(const pl_cfg *c, const char *key);          // 1 if given or defaulted
+// Typed getters: the key must be in the schema with this type (the list getters take either list
+// type); a mismatch is a caller bug, logged with the key and both types, then PL_ASSERT aborts.
 int64_t cfg_int(const pl_cfg *c, const char *key);
 double cfg_float(const pl_cfg *c, const char *key);
 int cfg_bool(const pl_cfg *c, const char *key);
@@ -64,7 +66,7 @@ int cfg_overrides(const pl_cfg *c, char ***out);
 //                             set = ["output.dir=@dir/prep"]; after = ["synth"]; ranks = 0; }, ... ); };
 // `config` is relative to the pipeline file's folder; "@dir" in set values is the run folder.
 // `after` and `follow` name earlier stages only (checked here); `follow` = a stage that runs
-// beside the named one, scoring its checkpoints (stages/run.c decides what that means).
+// beside the named one, scoring its checkpoints (pipeline/watch.c decides what that means).
 typedef struct {
     char name[64];
     char command[32];

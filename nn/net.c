@@ -1,4 +1,4 @@
-// net: graph executor for the networks built by resnet3d.c. Ops run in list order (their
+// net: graph executor for the networks built by resnet3d.c (through nn/net_graph.c). Ops run in list order (their
 // build order); backward runs in reverse. Activations of every tensor are kept (backward reads
 // them); activation gradients share slots by liveness (a tensor's gradient lives from its
 // first consumer's backward to its producer's backward), so the gradient arena is a fraction
@@ -24,39 +24,6 @@ int nn_arch_parse(enum nn_arch *out, const char *name) {
 
 const char *nn_arch_name(enum nn_arch a) {
     return a == NN_ARCH_RESNET3D18 ? "resnet3d18" : a == NN_ARCH_RESNET3DV1C18 ? "resnet3dv1c18" : "p3d63";
-}
-
-int nn_net_add_tensor(nn_net *net) {
-    if (net->nt == net->capt) {
-        int cap = net->capt ? 2 * net->capt : 64;
-        nn_tensor *t = pl_realloc(net->t, (size_t)cap * sizeof *t, "net tensors");
-        if (!t) return PL_ENOMEM;
-        net->t = t;
-        net->capt = cap;
-    }
-    memset(&net->t[net->nt], 0, sizeof(nn_tensor));
-    net->t[net->nt].slot = -1;
-    return net->nt++;
-}
-
-nn_op *nn_net_add_op(nn_net *net, enum nn_op_kind kind, int in0, int in1) {
-    if (net->nops == net->capops) {
-        int cap = net->capops ? 2 * net->capops : 64;
-        nn_op *o = pl_realloc(net->ops, (size_t)cap * sizeof *o, "net ops");
-        if (!o) return NULL;
-        net->ops = o;
-        net->capops = cap;
-    }
-    int out = nn_net_add_tensor(net);
-    if (out < 0) return NULL;
-    nn_op *op = &net->ops[net->nops++];
-    memset(op, 0, sizeof *op);
-    op->kind = kind;
-    op->in0 = in0;
-    op->in1 = in1;
-    op->out = out;
-    for (int i = 0; i < 5; i++) op->pidx[i] = -1;
-    return op;
 }
 
 void nn_net_point_views(nn_net *net) {

@@ -54,6 +54,7 @@ struct nn_net {
     int forwarded;
 };
 
+// net_graph.c: graph building (a leaf: calls nothing else of nn/net*)
 int nn_net_add_tensor(nn_net *net);
 nn_op *nn_net_add_op(nn_net *net, enum nn_op_kind kind, int in0, int in1);
 int nn_build_network(nn_net *net);     // resnet3d.c: registers ops and params

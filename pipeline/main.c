@@ -150,6 +150,8 @@ int main(int argc, char **argv) {
     if (code >= 0) return code;
 
     MPI_Init(&argc, &argv);
+    // MPI errors are fatal (the policy in stages/stages.h): stated here, not left to the default.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
     int rank = 0, size = 1;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);

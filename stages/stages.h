@@ -4,6 +4,13 @@
 // (input untrustworthy, too many bad samples, I/O failure), 2 usage/config error,
 // MP3D_EXIT_PREEMPTED when stopped by SIGTERM/SIGUSR1 after writing a checkpoint.
 // Stages log with the rank tag and never call exit(); pipeline/ turns the code into the exit.
+//
+// MPI error policy: MPI errors are fatal. pipeline/main.c sets MPI_ERRORS_ARE_FATAL on
+// MPI_COMM_WORLD explicitly (communicators split from it inherit it), so a failed MPI call ends
+// the whole job with MPI's message — a rank cannot recover from a collective its peers may still
+// be inside. Code therefore does not test MPI return codes; what ranks must agree on (a file that
+// did not open, a bad sample count) is agreed with an explicit reduction of the local verdicts.
+// MPI-IO errors inside parallel HDF5 are HDF5's and come back as HDF5 errors (io/).
 // The facts about each subcommand (keys it reads, usage) are one table: pipeline/commands.c.
 
 #include <mpi.h>

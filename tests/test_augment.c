@@ -7,18 +7,9 @@
 #include <string.h>
 
 #include "nn/pl.h"
+#include "test_util.h"
 #include "stages/train/augment.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                           \
-    do {                                                           \
-        if (!(cond)) {                                             \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            printf(__VA_ARGS__);                                   \
-            printf("\n");                                          \
-            g_fail++;                                              \
-        }                                                          \
-    } while (0)
 
 int main(void) {
     enum { S = 64, C = 56, D = 3 };

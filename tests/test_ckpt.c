@@ -16,17 +16,9 @@
 #include "io/fileio.h"
 #include "io/h5ckpt.h"
 #include "nn/pl.h"
+#include "test_util.h"
 
-static int g_fail = 0, g_rank = 0, g_size = 1;
-#define CHECK(cond, ...)                                                                  \
-    do {                                                                                  \
-        if (!(cond)) {                                                                    \
-            g_fail++;                                                                     \
-            fprintf(stderr, "[rank %d] FAIL %s:%d: %s: ", g_rank, __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                                 \
-            fprintf(stderr, "\n");                                                        \
-        }                                                                                 \
-    } while (0)
+static int g_rank = 0, g_size = 1;
 
 enum { NT = 7 };
 typedef struct {

@@ -25,6 +25,9 @@ printf 'output = { dir = "%s/out"; };\ntrain = { lr = 0.1;\n' "$T" >"$T/syn.cfg"
 "$BIN" train "$T/syn.cfg" >"$T/o" 2>&1; check syntax 2 $? "$T/o" "syntax error"
 "$BIN" synth --out "$T" --scale enormous >"$T/o" 2>&1; check choice 2 $? "$T/o" "synth.scale = \"enormous\" (must be one of tiny|small|medium)"
 "$BIN" synth --set output.dirr=/x >"$T/o" 2>&1; check unknown-key 2 $? "$T/o" "did you mean 'output.dir'"
+printf 'input = { root = "%s"; };\noutput = { dir = "%s/det"; };\ntrain = { task = "detect"; sync_bn = true; };\n' "$T" "$T" >"$T/det.cfg"
+"$BIN" train "$T/det.cfg" >"$T/o" 2>&1
+check sync-bn-detect 2 $? "$T/o" 'train.sync_bn = true is supported for train.task = "classify" only (here "detect")'
 : >"$T/afile"
 "$BIN" synth --out "$T/afile/sub" --scale tiny >"$T/o" 2>&1; check unwritable 1 $? "$T/o" "$T/afile/sub"
 if command -v mpirun >/dev/null; then

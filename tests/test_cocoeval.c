@@ -1,4 +1,4 @@
-// Tests of the COCO bbox evaluation (stages/cocoeval.c) on hand-computed cases: 2 gts / 3 dets
+// Tests of the COCO bbox evaluation (stages/score/cocoeval.c) on hand-computed cases: 2 gts / 3 dets
 // with known IoUs, crowd regions, dets on images without gt or outside the evaluated list, a
 // category without gt, area ranges, the max_dets cut, perfect and empty detections, input order,
 // bad input. Usage: test_cocoeval                          (the tests)
@@ -13,24 +13,8 @@
 #include "io/fileio.h"
 #include "nn/pl.h"
 #include "stages/score/cocoeval.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
-            g_fail++;                                                                 \
-        }                                                                             \
-    } while (0)
-#define CHECK_NEAR(a, b, tol)                                                         \
-    do {                                                                              \
-        double a_ = (a), b_ = (b);                                                    \
-        if (!(fabs(a_ - b_) <= (tol))) {                                              \
-            fprintf(stderr, "FAIL %s:%d: %s = %.17g, expected %.17g\n", __FILE__, __LINE__, \
-                    #a, a_, b_);                                                      \
-            g_fail++;                                                                 \
-        }                                                                             \
-    } while (0)
 
 // pycocotools' precision is tp / (tp + fp + eps): a single TP gives 1 - 2^-52, not 1.
 static const double TOL = 1e-12;

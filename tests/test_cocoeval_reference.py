@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference for stages/cocoeval.c: pycocotools' COCOeval (iouType 'bbox') written
+"""Independent reference for stages/score/cocoeval.c: pycocotools' COCOeval (iouType 'bbox') written
 again in numpy from its published algorithm (cocoapi PythonAPI/pycocotools/cocoeval.py:
 _prepare, computeIoU, evaluateImg, accumulate, summarize; common/maskApi.c bbIou), organised
 the way pycocotools is (dicts of annotations per (image, category), per-image evaluation

@@ -3,21 +3,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "io/config.h"
 #include "nn/pl.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            g_fail++;                                                      \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fprintf(stderr, "\n");                                         \
-        }                                                                  \
-    } while (0)
 
 static char g_dir[256];
 
@@ -197,6 +190,30 @@ int main(void) {
         }
         cfg_destroy(a);
         cfg_destroy(b);
+    }
+
+    // --- a getter of the wrong type is refused (it used to read 0): abort with the key named ---
+    {
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        if (pid == 0) {
+            pl_cfg *c = NULL;
+            if (cfg_load(&c, NULL, NULL, 0)) _exit(3);
+            (void)freopen("/dev/null", "w", stderr);
+            (void)cfg_int(c, "train.lr");   // train.lr is a float
+            _exit(0);                       // not refused
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "cfg_int on a float key was not refused (status 0x%x)", st);
+        pl_cfg *c = NULL;
+        CHECK(cfg_load(&c, NULL, NULL, 0) == 0, "defaults load");
+        if (c) {
+            CHECK(cfg_float(c, "train.lr") > 0, "the right getter reads the value");
+            CHECK(cfg_list_len(c, "det.train_sizes") >= 1, "the list getter reads an int list");
+        }
+        cfg_destroy(c);
     }
 
     // --- every configs/*.cfg in the repository loads cleanly ---

@@ -4,7 +4,7 @@
 // RandomSampler (counts, only positives/negatives, determinism, inclusion frequency), and shape
 // k-means with 1 - IoU on hand sets.
 #include "nn/anchors.h"
-#include "tests/test_nn_util.h"
+#include "tests/test_util.h"
 
 static void test_generation(void) {
     anchor_config c;

@@ -3,7 +3,7 @@
 // the deterministic argsort, and greedy NMS against a naive O(n^2) "pick the best remaining"
 // reference on random boxes with tied scores, both IoU conventions and a keep cap.
 #include "nn/boxes.h"
-#include "tests/test_nn_util.h"
+#include "tests/test_util.h"
 
 static void test_iou(void) {
     const float a[4] = {0, 0, 10, 10}, b[4] = {5, 5, 15, 15}, c[4] = {10, 0, 20, 10};

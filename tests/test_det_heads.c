@@ -8,7 +8,7 @@
 #include "nn/fpn.h"
 #include "nn/rpn_head.h"
 #include "nn/sgd.h"
-#include "tests/test_nn_util.h"
+#include "tests/test_util.h"
 
 // ---------------------------------------------------------------- FPN
 static void test_fpn_hand(void) {

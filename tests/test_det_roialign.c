@@ -4,7 +4,7 @@
 // by finite differences and by the adjoint identity; mmdet's FPN level mapping on hand sizes;
 // multi-level forward/backward equal to per-level calls.
 #include "nn/roialign.h"
-#include "tests/test_nn_util.h"
+#include "tests/test_util.h"
 
 static void fill_hand(float *f, int64_t h, int64_t w, float mul, float add) {
     for (int64_t y = 0; y < h; y++)

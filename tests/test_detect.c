@@ -14,9 +14,9 @@
 #include "io/h5shard.h"
 #include "nn/pl.h"
 #include "nn/sgd.h"
-#include "stages/train/detector.h"
+#include "stages/train/det_common.h"
 #include "stages/stages.h"
-#include "test_nn_util.h"
+#include "test_util.h"
 
 static int run_stage(int (*fn)(const pl_cfg *, MPI_Comm), const char *const *sets, int n) {
     pl_cfg *c = NULL;
@@ -60,8 +60,8 @@ static void test_geometry_hand(void) {
 
 // stored boxes -> input at two sizes -> original frame == DL_info's boxes (boxes_orig)
 static void test_affine_roundtrip(const char *root) {
-    det_split s;
-    int rc = det_split_open(&s, root, "train");
+    lesion_shard s;
+    int rc = lesion_shard_open(&s, root, "train");
     tu_check_near("open the 96-px shard", rc, 0, 0);
     if (rc) return;
     tu_check_near("shard resized to 96 px", s.W, 96, 0);
@@ -86,11 +86,11 @@ static void test_affine_roundtrip(const char *root) {
     printf("affine round trip: %lld boxes, max |orig - DL_info| = %.3g px\n", (long long)used, md);
     tu_check_near("affine round trip: boxes checked >= 8", used >= 8 ? 1 : 0, 1, 0);
     tu_check("affine round trip: input -> original frame == DL_info boxes (px)", md, 2e-4);
-    det_split_close(&s);
+    lesion_shard_close(&s);
 }
 
 typedef struct {
-    det_split s;
+    lesion_shard s;
     float *x;
     float boxes[64 * 4];
     det_gt gt[2];
@@ -98,8 +98,8 @@ typedef struct {
 } batch2;
 
 static int load_batch(batch2 *b, const char *root) {
-    if (det_split_open(&b->s, root, "train")) return -1;
-    const det_split *s = &b->s;
+    if (lesion_shard_open(&b->s, root, "train")) return -1;
+    const lesion_shard *s = &b->s;
     det_geom g = det_geom_make(s->H, s->W, s->W, 0, 0);
     b->ph = (g.oh + 31) / 32 * 32;
     b->pw = (g.ow + 31) / 32 * 32;
@@ -226,7 +226,7 @@ static void test_detector(const char *root) {
     tu_check_near("detections: 1..100 per image, sorted, inside the image", bad, 0, 0);
     free(dets);
     free(b.x);
-    det_split_close(&b.s);
+    lesion_shard_close(&b.s);
     detector_destroy(d);
 }
 
@@ -234,8 +234,8 @@ static void test_detector(const char *root) {
 // SRC/<split>.h5 (an mp3d preprocess shard) into DST/<split>.h5 without any lesion rows: a
 // cohort with no labels.
 static int make_unlabelled(const char *src, const char *dst, const char *split, int64_t limit) {
-    det_split s;
-    if (det_split_open(&s, src, split)) return 1;
+    lesion_shard s;
+    if (lesion_shard_open(&s, src, split)) return 1;
     if (limit > 0 && limit < s.n) s.n = limit;
     static const shard_col cols[] = {{"file_name", SHARD_STR, 64}, {"ids", SHARD_I32, 4}, {"spacing", SHARD_F64, 3},
                                      {"affine", SHARD_F64, 4}};
@@ -255,7 +255,7 @@ static int make_unlabelled(const char *src, const char *dst, const char *split, 
     }
     int frc = w ? h5shard_finish(w, MPI_COMM_WORLD, rc == 0, NULL) : rc;
     free(raw);
-    det_split_close(&s);
+    lesion_shard_close(&s);
     printf("unlabelled copy of %s/%s.h5 -> %s: %s\n", src, split, path, rc || frc ? pl_last_error() : "ok");
     return rc || frc ? 1 : 0;
 }

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "nn/pl.h"
-#include "stages/train/detector.h"
+#include "stages/train/det_common.h"
 
 static int count_of(int r) { return r == 1 ? 0 : r + 2; }
 

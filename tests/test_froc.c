@@ -1,4 +1,4 @@
-// Tests of the FROC scoring library (stages/froc_score.c) on hand-computed cases: the issue's
+// Tests of the FROC scoring library (stages/score/froc_score.c) on hand-computed cases: the issue's
 // case A, one detection finding two lesions, the integer-FP rules, empty images and no
 // detections, ties, IoU conventions, noisy exclusion, sub-groups, AP, the detections CSV, and
 // the patient bootstrap against a brute-force resampled walk.
@@ -10,24 +10,8 @@
 #include "io/fileio.h"
 #include "nn/pl.h"
 #include "stages/score/froc.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
-            g_fail++;                                                                 \
-        }                                                                             \
-    } while (0)
-#define CHECK_NEAR(a, b, tol)                                                         \
-    do {                                                                              \
-        double a_ = (a), b_ = (b);                                                    \
-        if (!(fabs(a_ - b_) <= (tol))) {                                              \
-            fprintf(stderr, "FAIL %s:%d: %s = %.9g, expected %.9g\n", __FILE__, __LINE__, \
-                    #a, a_, b_);                                                      \
-            g_fail++;                                                                 \
-        }                                                                             \
-    } while (0)
 
 static froc_image img(const char *name, int patient) {
     froc_image m;

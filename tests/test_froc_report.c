@@ -1,4 +1,4 @@
-// Tests of the FROC report (stages/froc_report.c) through real files: a 3-image cohort with key
+// Tests of the FROC report (stages/eval/froc_report.c) through real files: a 3-image cohort with key
 // slices in an Images_png_01.zip, a quarantine list, the report written, then read back:
 // report.md/html content, froc.svg parsed as XML and froc.json as JSON (python3), CSV row counts,
 // overlay PNGs decoded and checked pixel by pixel (windows, box colours, the lung panel).
@@ -11,16 +11,10 @@
 #include "io/fileio.h"
 #include "io/image.h"
 #include "nn/pl.h"
+#include "stages/eval/froc_report.h"
 #include "stages/score/froc.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);           \
-            g_fail++;                                                                 \
-        }                                                                             \
-    } while (0)
 
 enum { IMG = 64 };
 static const char *const k_names[3] = {"000001_01_01_010.png", "000002_01_01_020.png", "000003_01_01_030.png"};

@@ -11,17 +11,8 @@
 #include "io/archive.h"
 #include "io/fileio.h"
 #include "nn/pl.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n");                                           \
-            g_fail++;                                                        \
-        }                                                                    \
-    } while (0)
 #define HAS(needle) (strstr(pl_last_error(), (needle)) != NULL)
 
 static char g_dir[256];

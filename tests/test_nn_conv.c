@@ -5,7 +5,7 @@
 // a hand-computed 1-D case.
 #include "nn/conv3d.h"
 #include "nn/parallel.h"
-#include "tests/test_nn_util.h"
+#include "tests/test_util.h"
 
 typedef struct {
     const char *name;

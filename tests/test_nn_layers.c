@@ -8,7 +8,7 @@
 #include "nn/ops.h"
 #include "nn/parallel.h"
 #include "nn/sgd.h"
-#include "tests/test_nn_util.h"
+#include "tests/test_util.h"
 
 // ---- generic "L = sum(f(x) * R)" finite-difference context ----
 typedef struct {

@@ -13,7 +13,7 @@
 #include "nn/loss.h"
 #include "nn/net.h"
 #include "nn/sgd.h"
-#include "tests/test_nn_util.h"
+#include "tests/test_util.h"
 
 // ---- parameter counts, by hand ----
 // ResNet3D-18, width 1, 1000 classes (c = 64/128/256/512, 3x3x3 convs = 27 c_in c_out):

@@ -16,17 +16,8 @@
 #include "io/h5shard.h"
 #include "io/worksplit.h"
 #include "nn/pl.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            g_fail++;                                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                \
-            fprintf(stderr, __VA_ARGS__);                                       \
-            fprintf(stderr, "\n");                                              \
-        }                                                                       \
-    } while (0)
 
 enum { NITEMS = 23, D0 = 2, D1 = 3, D2 = 4 };
 

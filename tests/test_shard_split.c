@@ -5,17 +5,8 @@
 
 #include "io/worksplit.h"
 #include "nn/pl.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            g_fail++;                                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                \
-            fprintf(stderr, __VA_ARGS__);                                       \
-            fprintf(stderr, "\n");                                              \
-        }                                                                       \
-    } while (0)
 
 int main(void) {
     // hand-computed: sizes 10,10,10,10 over 2 ranks -> midpoints 5,15,25,35 of 40 -> ranks 0,0,1,1

@@ -21,17 +21,8 @@
 #include "io/image.h"
 #include "nn/pl.h"
 #include "stages/stages.h"
+#include "test_util.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                                        \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            g_fail++;                                                           \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                \
-            fprintf(stderr, __VA_ARGS__);                                       \
-            fprintf(stderr, "\n");                                              \
-        }                                                                       \
-    } while (0)
 
 enum { S = 32 };
 

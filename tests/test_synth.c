@@ -27,18 +27,8 @@
 #include "nn/pl.h"
 #include "stages/stages.h"
 #include "stages/synth/synth.h"
+#include "test_util.h"
 
-static int g_fail = 0, g_checks = 0;
-#define CHECK(cond, ...)                                                     \
-    do {                                                                     \
-        g_checks++;                                                          \
-        if (!(cond)) {                                                       \
-            g_fail++;                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n");                                           \
-        }                                                                    \
-    } while (0)
 
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb;

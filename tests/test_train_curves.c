@@ -6,18 +6,9 @@
 #include <unistd.h>
 
 #include "nn/pl.h"
+#include "test_util.h"
 #include "stages/eval/train_curves.h"
 
-static int g_fail = 0;
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);         \
-            printf(__VA_ARGS__);                                           \
-            printf("\n");                                                  \
-            g_fail++;                                                      \
-        }                                                                  \
-    } while (0)
 
 static int count(const char *hay, const char *needle) {
     int n = 0;

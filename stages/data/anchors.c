@@ -13,7 +13,8 @@
 #include "io/fileio.h"
 #include "nn/anchors.h"
 #include "nn/pl.h"
-#include "stages/train/detector.h"
+#include "io/lesion_shard.h"
+#include "nn/detector.h"
 #include "stages/stages.h"
 
 static const int k_kmeans_iters = 300;
@@ -35,8 +36,8 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static int anchors_rank0(const pl_cfg *cfg) {
-    det_split s;
-    int rc = det_split_open(&s, cfg_str(cfg, "input.root"), "train");
+    lesion_shard s;
+    int rc = lesion_shard_open(&s, cfg_str(cfg, "input.root"), "train");
     if (rc) return MP3D_EXIT_FAIL;
     int code = MP3D_EXIT_FAIL;
     float *wh = pl_malloc(sizeof(float) * 2 * (size_t)(s.nrows + 1), "box shapes");
@@ -127,7 +128,7 @@ done:
     free(wh);
     free(assign);
     free(bx);
-    det_split_close(&s);
+    lesion_shard_close(&s);
     return code;
 }
 

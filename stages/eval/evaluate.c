@@ -9,8 +9,9 @@
 #include "io/fileio.h"
 #include "io/h5tensor.h"
 #include "nn/pl.h"
-#include "stages/train/detector.h"
+#include "stages/eval/froc_report.h"
 #include "stages/eval/train_curves.h"
+#include "stages/train/det_common.h"
 #include "stages/score/froc.h"
 #include "stages/stages.h"
 #include "stages/train/train_ckpt.h"
@@ -23,7 +24,7 @@
 #endif
 
 // Rank 0: write, score, report. Returns an exit code.
-static int evaluate_rank0(const pl_cfg *cfg, const det_split *s, const froc_det *dets, int64_t n, const char *ck,
+static int evaluate_rank0(const pl_cfg *cfg, const lesion_shard *s, const froc_det *dets, int64_t n, const char *ck,
                           const char *ck_text) {
     const char *od = cfg_str(cfg, "output.dir");
     char path[4096];
@@ -70,7 +71,7 @@ static int evaluate_rank0(const pl_cfg *cfg, const det_split *s, const froc_det 
     froc_eval ev;
     memset(&ev, 0, sizeof ev);
     int labelled = 0, code = MP3D_EXIT_FAIL;
-    if (det_froc_set(&set, &labelled, s, &o, dets, n)) {
+    if (froc_set_from_shard(&set, &labelled, s, &o, dets, n)) {
         LOG_ERROR("evaluate: %s", pl_last_error());
         return MP3D_EXIT_FAIL;
     }
@@ -174,7 +175,7 @@ int stage_evaluate_run(const pl_cfg *cfg, MPI_Comm comm) {
     char *text = NULL;
     pl_cfg *mc = NULL;
     detector *det = NULL;
-    det_split s;
+    lesion_shard s;
     memset(&s, 0, sizeof s);
     froc_dets mine;
     memset(&mine, 0, sizeof mine);
@@ -186,7 +187,7 @@ int stage_evaluate_run(const pl_cfg *cfg, MPI_Comm comm) {
     if (!rc && strcmp(cfg_str(mc, "train.task"), "detect"))
         rc = pl_fail(PL_EUNSUPPORTED, "%s: train.task = \"%s\": mp3d evaluate scores lesion detectors (train.task = \"detect\")", ck,
                      cfg_str(mc, "train.task"));
-    if (!rc) rc = det_split_open(&s, cfg_str(cfg, "input.root"), split);
+    if (!rc) rc = lesion_shard_open(&s, cfg_str(cfg, "input.root"), split);
     det_config dc;
     if (!rc) rc = det_config_from_cfg(&dc, mc, s.D);
     if (!rc) rc = detector_create(&det, &dc, 1);
@@ -218,7 +219,7 @@ done:
     MPI_Bcast(&code, 1, MPI_INT, 0, comm);
     free(all);
     froc_dets_free(&mine);
-    det_split_close(&s);
+    lesion_shard_close(&s);
     detector_destroy(det);
     cfg_destroy(mc);
     free(text);

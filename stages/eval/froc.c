@@ -8,6 +8,7 @@
 #include "io/dlinfo.h"
 #include "io/fileio.h"
 #include "nn/pl.h"
+#include "stages/eval/froc_report.h"
 #include "stages/score/froc.h"
 #include "stages/stages.h"
 

@@ -2,7 +2,7 @@
 // report.html (inline CSS, inline SVG, overlays as data: URIs), froc.svg, froc.json,
 // per_lesion.csv, per_detection.csv and overlay PNGs of missed lesions and top false positives
 // drawn on the key slice (read from Images_png_*.zip) with a small built-in bitmap font.
-#include "stages/score/froc.h"
+#include "stages/eval/froc_report.h"
 
 #include <dirent.h>
 #include <math.h>

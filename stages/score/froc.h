@@ -1,7 +1,7 @@
 #pragma once
 // froc: the DeepLesion FROC protocol (the 3DCE/MULAN/MP3D reference walk), AP@0.5 (COCO
-// 101-point), sub-group sensitivities, patient-bootstrap CIs, the detections CSV, and the
-// evaluation report (froc_report.c). Pure computation and files: no MPI, no HDF5.
+// 101-point), sub-group sensitivities, patient-bootstrap CIs, the detections CSV. Pure
+// computation and files: no MPI, no HDF5. The report is stages/eval/froc_report.h.
 // Boxes are x1,y1,x2,y2 in the key slice's original pixel frame (DL_info's Bounding_boxes).
 // Ranking ties: score descending, then File_name ascending (strcmp), then input order.
 
@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "io/dlinfo.h"
+#include "io/lesion_shard.h"
 
 enum { FROC_NLEVELS = 6, FROC_NAME = 64 };
 // FP/image levels reported; mFROC = mean of the first FROC_NMFROC.
@@ -92,6 +93,11 @@ int froc_set_build(froc_set *s, const froc_image *images, int64_t n_images, cons
 // the evaluated images are the distinct File_names left (sorted).
 int froc_set_from_dlinfo(froc_set *s, const dl_lesion *rows, int64_t n_rows, const froc_opts *o,
                          const froc_det *dets, int64_t n_dets);
+// From a preprocess shard split: every key slice with at least one scored lesion (noisy ones
+// dropped unless o->keep_noisy), as froc_set_from_dlinfo does from DL_info.csv. *labelled = 0
+// (and an empty set) when the split has no lesion rows at all.
+int froc_set_from_shard(froc_set *set, int *labelled, const lesion_shard *s, const froc_opts *o, const froc_det *dets,
+                        int64_t n_dets);
 void froc_set_free(froc_set *s);   // accepts a zeroed set
 
 // IoU of two x1,y1,x2,y2 boxes; plus1 adds 1 to widths and heights as 3DCE/MULAN do.
@@ -160,29 +166,3 @@ typedef struct {
 } froc_eval;
 int froc_evaluate(froc_eval *ev, const froc_set *s, const froc_opts *o, int boot_reps, uint64_t seed);
 void froc_eval_free(froc_eval *ev);
-
-// ---- report (froc_report.c) ----
-typedef struct {
-    const char *truth_path, *dets_path;   // inputs, named in the report
-    const char *config_text;              // resolved config (provenance), may be NULL
-    const char *version;                  // tool version string, may be NULL
-    const char *images_root;              // folder with Images_png_*.zip for overlays; NULL/"" = none
-    const char *quarantine_csv;           // preprocessing quarantine list; NULL = none
-    int n_overlays;                       // missed lesions and top FPs drawn (each)
-    int64_t n_truth_bad, n_dets_bad;      // skipped input lines
-    const char *curves_svg;               // training curves (an <svg> element), NULL = none
-    const char *curves_source;            // the metrics file they were drawn from
-} froc_report_info;
-
-// Writes dir/report.md, report.html (self-contained), froc.svg, per_lesion.csv,
-// per_detection.csv, froc.json and dir/overlays/*.png. Creates dir.
-int froc_report_write(const char *dir, const froc_set *s, const froc_eval *ev, const froc_report_info *info);
-// The curve as a standalone SVG document (malloc'ed, NUL-terminated).
-int froc_svg(char **out, const froc_set *s, const froc_eval *ev);
-// The figures as one JSON object (malloc'ed): n_images, n_lesions, sens{"0.5":..}, mfroc, ap50, ci, conventions.
-int froc_json(char **out, const froc_set *s, const froc_eval *ev);
-// Overlay helpers, exposed for tests. px: DeepLesion 16-bit values (HU = v - 32768), n pixels;
-// out (n) gray in [0, 255] for the window (width, level). rgb (h, w, 3).
-void froc_window_gray(uint8_t *out, const uint16_t *px, int64_t n, double width, double level);
-void froc_draw_rect(uint8_t *rgb, int w, int h, const double *box, const uint8_t *color, int thick);
-void froc_draw_text(uint8_t *rgb, int w, int h, int x, int y, const char *text, const uint8_t *color, int scale);

@@ -445,6 +445,43 @@ int froc_set_from_dlinfo(froc_set *s, const dl_lesion *rows, int64_t n_rows, con
     return rc;
 }
 
+int froc_set_from_shard(froc_set *set, int *labelled, const lesion_shard *s, const froc_opts *o, const froc_det *dets,
+                        int64_t n_dets) {
+    memset(set, 0, sizeof *set);
+    *labelled = s->nrows > 0;
+    if (!*labelled) return 0;
+    froc_image *im = pl_calloc((size_t)s->n + 1, sizeof *im, "images");
+    froc_gt *g = pl_calloc((size_t)s->nrows + 1, sizeof *g, "lesions");
+    if (!im || !g) {
+        free(im);
+        free(g);
+        return PL_ENOMEM;
+    }
+    int64_t ni = 0, ng = 0;
+    for (int64_t i = 0; i < s->n; i++) {
+        int64_t g0 = ng;
+        for (int64_t j = s->off[i]; j < s->off[i + 1]; j++) {
+            if (!o->keep_noisy && s->noisy[j]) continue;
+            froc_gt *x = &g[ng++];
+            memcpy(x->box, s->boxes_orig + 4 * j, sizeof x->box);
+            x->image = ni;
+            x->type = s->type[j];
+            x->long_mm = s->diam_mm[2 * j] > 0 ? s->diam_mm[2 * j] : NAN;
+            x->slice_mm = s->spacing[3 * i + 2] > 0 ? s->spacing[3 * i + 2] : NAN;
+            x->noisy = s->noisy[j];
+            x->line = 0;
+        }
+        if (ng == g0) continue;   // no scored lesion: not an evaluated image (as from DL_info.csv)
+        snprintf(im[ni].name, FROC_NAME, "%s", s->names[i]);
+        im[ni].patient = s->ids[4 * i];
+        ni++;
+    }
+    int rc = froc_set_build(set, im, ni, g, ng, dets, n_dets);
+    free(im);
+    free(g);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------------------
 // the walk
 

@@ -1,6 +1,7 @@
 // synth: `mp3d synth` — writes the demo cohort (DeepLesion, ImageNet, COCO layouts) under
 // output.dir. Rank 0 generates; the other ranks wait for its exit code (one broadcast), so
-// every rank returns the same code. The generators live in stages/synth_{dl,imagenet,coco}.c.
+// every rank returns the same code. The generators live in stages/synth/synth_{dl,imagenet,coco}.c,
+// their shared leaf helpers in synth_common.c.
 #include <stdio.h>
 #include <string.h>
 
@@ -9,11 +10,6 @@
 #include "nn/pl.h"
 #include "stages/stages.h"
 #include "stages/synth/synth.h"
-
-void synth_rng_init(pl_rng *r, uint64_t seed, uint64_t tag, uint64_t index) {
-    uint64_t key[3] = {seed, tag, index};
-    pl_rng_seed(r, pl_fnv1a(key, sizeof key, PL_FNV_INIT));
-}
 
 int synth_parse_scale(enum synth_scale *out, const char *s) {
     if (s && !strcmp(s, "tiny")) *out = SYNTH_TINY;
@@ -130,7 +126,7 @@ static int synth_opts_from_cfg(synth_opts *o, const pl_cfg *cfg, int rank, int s
 // Every rank returns the worst code any rank reached (a collective: all ranks call it).
 static int agree(int code, MPI_Comm comm) {
     int worst = code;
-    if (MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS) return MP3D_EXIT_FAIL;
+    MPI_Allreduce(&code, &worst, 1, MPI_INT, MPI_MAX, comm);
     return worst;
 }
 
@@ -184,7 +180,7 @@ int stage_synth_run(const pl_cfg *cfg, MPI_Comm comm) {
     int64_t part[7] = {st.dl_slices, st.in_train, st.in_val, st.coco_train, st.coco_val, st.coco_annotations,
                        st.in_classes};
     int64_t sum[7] = {0};
-    if (MPI_Reduce(part, sum, 7, MPI_INT64_T, MPI_SUM, 0, comm) != MPI_SUCCESS) return MP3D_EXIT_FAIL;
+    MPI_Reduce(part, sum, 7, MPI_INT64_T, MPI_SUM, 0, comm);
     if (rank == 0) {
         st.dl_slices = sum[0];
         st.in_train = sum[1];

@@ -1,5 +1,5 @@
 #pragma once
-// synth (private to stages/synth*.c and tests): the demo-cohort generator behind `mp3d synth`.
+// synth (private to stages/synth/*.c and tests): the demo-cohort generator behind `mp3d synth`.
 // Writes DeepLesion, ImageNet and COCO look-alikes in the publishers' layouts under one folder,
 // byte-identical for a seed (every random choice comes from pl_rng streams derived from the
 // seed, the dataset and the item index). Not MPI-aware: stage_synth_run calls it on rank 0.
@@ -53,6 +53,7 @@ int synth_write_deeplesion(synth_stats *st, const synth_opts *o, const char *dir
 int synth_write_imagenet(synth_stats *st, const synth_opts *o, const char *dir);
 int synth_write_coco(synth_stats *st, const synth_opts *o, const char *dir);
 
+// ---- leaf helpers (synth_common.c) ----
 // Shapes drawn by the ImageNet and COCO generators (pixel units, y down).
 enum synth_shape_kind { SHAPE_DISC, SHAPE_SQUARE, SHAPE_TRIANGLE, SHAPE_RING, SHAPE_CROSS, SHAPE_NKINDS };
 typedef struct {

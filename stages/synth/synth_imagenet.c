@@ -4,7 +4,7 @@
 // images of varied sizes. Layout as published: ILSVRC2012_img_train.tar of one tar per synset,
 // ILSVRC2012_img_val.tar, LOC_val_solution.csv and LOC_synset_mapping.txt. The quirks of the
 // real set are present once each in train: a CMYK JPEG (Adobe inverted), a grayscale JPEG and
-// a PNG named .JPEG. Also holds the shape helpers shared with synth_coco.c.
+// a PNG named .JPEG. Shapes come from synth_common.c.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,86 +44,6 @@ static const in_scale_par IN_SCALES[3] = {
     {10, 40, 10, 80, 200},   // small
     {10, 150, 30, 120, 320}, // medium
 };
-
-// ---- shapes (shared with synth_coco.c) ------------------------------------------------
-// Signed distance (px, positive inside) of (x, y) to the shape's outline.
-static double shape_sd(const synth_shape *s, double x, double y) {
-    double dx = x - s->cx, dy = y - s->cy;
-    double c = cos(s->ang), n = sin(s->ang);
-    double lx = dx * c + dy * n, ly = -dx * n + dy * c;
-    double r = s->size, d = sqrt(dx * dx + dy * dy);
-    switch (s->kind) {
-    case SHAPE_DISC: return r - d;
-    case SHAPE_SQUARE: return fmin(r - fabs(lx), r - fabs(ly));
-    case SHAPE_TRIANGLE: {
-        double sd = 1e30;   // equilateral, circumradius r: inradius r/2
-        for (int k = 0; k < 3; k++) {
-            double a = s->ang - PI / 2 + 2 * PI * k / 3 + PI;
-            sd = fmin(sd, r / 2 - (dx * cos(a) + dy * sin(a)));
-        }
-        return sd;
-    }
-    case SHAPE_RING: return fmin(r - d, d - 0.55 * r);
-    case SHAPE_CROSS: {
-        double w = 0.3 * r;
-        return fmax(fmin(r - fabs(lx), w - fabs(ly)), fmin(w - fabs(lx), r - fabs(ly)));
-    }
-    default: return -1e30;
-    }
-}
-
-double synth_shape_cover(const synth_shape *s, double x, double y) {
-    double v = shape_sd(s, x, y) + 0.5;
-    return v < 0 ? 0 : v > 1 ? 1 : v;
-}
-
-int synth_shape_polygon(double *xy, const synth_shape *s) {
-    double c = cos(s->ang), n = sin(s->ang), r = s->size;
-    double loc[32][2];
-    int np = 0;
-    switch (s->kind) {
-    case SHAPE_DISC:
-    case SHAPE_RING:
-        np = 24;
-        for (int k = 0; k < np; k++) {
-            loc[k][0] = r * cos(2 * PI * k / np);
-            loc[k][1] = r * sin(2 * PI * k / np);
-        }
-        break;
-    case SHAPE_SQUARE: {
-        static const double q[4][2] = {{-1, -1}, {1, -1}, {1, 1}, {-1, 1}};
-        np = 4;
-        for (int k = 0; k < 4; k++) {
-            loc[k][0] = r * q[k][0];
-            loc[k][1] = r * q[k][1];
-        }
-        break;
-    }
-    case SHAPE_TRIANGLE:
-        // vertices opposite the three edges of shape_sd (local frame, apex up)
-        np = 3;
-        for (int k = 0; k < 3; k++) {
-            double a = -PI / 2 + 2 * PI * k / 3;
-            loc[k][0] = r * cos(a);
-            loc[k][1] = r * sin(a);
-        }
-        break;
-    case SHAPE_CROSS: {
-        double w = 0.3 * r;
-        const double q[12][2] = {{-w, -r}, {w, -r}, {w, -w}, {r, -w}, {r, w}, {w, w},
-                                 {w, r}, {-w, r}, {-w, w}, {-r, w}, {-r, -w}, {-w, -w}};
-        np = 12;
-        memcpy(loc, q, sizeof q);
-        break;
-    }
-    default: return 0;
-    }
-    for (int k = 0; k < np; k++) {
-        xy[2 * k] = s->cx + loc[k][0] * c - loc[k][1] * n;
-        xy[2 * k + 1] = s->cy + loc[k][0] * n + loc[k][1] * c;
-    }
-    return np;
-}
 
 // ---- class patterns ----------------------------------------------------------------------
 static double clamp01(double v) { return v < 0 ? 0 : v > 1 ? 1 : v; }

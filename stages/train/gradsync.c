@@ -71,8 +71,8 @@ int gradsync_finish(gradsync *g) {
     start_bucket(g, 0, g->pending_end);
     g->pending_end = 0;
     double t0 = pl_time();
-    int rc = MPI_Waitall(g->nreq, g->reqs, MPI_STATUSES_IGNORE);
+    MPI_Waitall(g->nreq, g->reqs, MPI_STATUSES_IGNORE);   // MPI errors are fatal (stages/stages.h)
     g->wait_s = pl_time() - t0;
     g->nreq = 0;
-    return rc == MPI_SUCCESS ? 0 : pl_fail(PL_EMPI, "gradient all-reduce failed (MPI error %d)", rc);
+    return 0;
 }

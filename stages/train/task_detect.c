@@ -11,7 +11,7 @@
 #include "io/fileio.h"
 #include "nn/pl.h"
 #include "stages/train/augment.h"
-#include "stages/train/detector.h"
+#include "stages/train/det_common.h"
 #include "stages/train/trainer.h"
 
 // The anchor/RoI sampling stream of a step is separate from the augmentation streams.
@@ -19,14 +19,11 @@ static const uint64_t k_sampling_tag = 0x73616d706c65ULL;   // "sample"
 
 typedef struct {
     detector *det;
-    det_split tr, va;
+    lesion_shard tr, va;
     int has_val;
-    int nsizes, sizes[16];
-    int test_size, max_size;
-    int flip, zflip;
+    det_train_opts o;         // det.train_sizes, det.test_size, det.flip, run.seed, images per rank
+    int zflip;
     double window[2];
-    uint64_t seed;
-    int bmax;
     int maxp;                 // padded side of the largest training input
     float *x;                 // (bmax, 1, D, maxp, maxp)
     float *tmp;               // (D, maxp, maxp)
@@ -37,7 +34,6 @@ typedef struct {
     froc_opts fo;
 } det_ctx;
 
-static int pad32(int v) { return (v + 31) / 32 * 32; }
 
 static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, double loss_scale, gradsync *gs,
                     double *loss_sum, double *data_s) {
@@ -51,18 +47,18 @@ static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
         return gradsync_finish(gs);
     }
     double t0 = pl_time();
-    const det_split *s = &c->tr;
+    const lesion_shard *s = &c->tr;
     int ph = 0, pw = 0;
     int64_t nbox = 0;
     for (int i = 0; i < n; i++) {
         pl_rng r;
-        pl_rng_seed(&r, aug_sample_seed(c->seed, epoch, idx[i]));
-        int size = c->sizes[pl_rng_int(&r, 0, c->nsizes - 1)];
-        int flip = c->flip && pl_rng_uniform(&r) < 0.5;
+        pl_rng_seed(&r, aug_sample_seed(c->o.seed, epoch, idx[i]));
+        int size = c->o.sizes[pl_rng_int(&r, 0, c->o.nsizes - 1)];
+        int flip = c->o.flip && pl_rng_uniform(&r) < 0.5;
         int zflip = c->zflip && pl_rng_uniform(&r) < 0.5;
         c->geo[i] = det_geom_make(s->H, s->W, size, flip, zflip);
-        ph = PL_MAX(ph, pad32(c->geo[i].oh));
-        pw = PL_MAX(pw, pad32(c->geo[i].ow));
+        ph = PL_MAX(ph, det_pad_up(c->geo[i].oh));
+        pw = PL_MAX(pw, det_pad_up(c->geo[i].ow));
         nbox += s->off[idx[i] + 1] - s->off[idx[i]];
     }
     const size_t per = (size_t)s->D * (size_t)ph * (size_t)pw;
@@ -79,7 +75,7 @@ static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
     PL_ASSERT(b == nbox);
     *data_s = pl_time() - t0;
     pl_rng sr;
-    pl_rng_seed(&sr, aug_sample_seed(c->seed ^ k_sampling_tag, epoch, idx[0]));
+    pl_rng_seed(&sr, aug_sample_seed(c->o.seed ^ k_sampling_tag, epoch, idx[0]));
     double l[4];
     int rc = detector_train_step(c->det, l, c->x, nn_dims_make(n, 1, s->D, ph, pw), c->gt, loss_scale, &sr);
     if (rc) return rc;
@@ -97,7 +93,7 @@ static int det_validate(train_task *t, MPI_Comm comm, char *json, size_t json_ca
     froc_dets mine;
     memset(&mine, 0, sizeof mine);
     double secs = 0;
-    int rc = det_infer_range(&mine, c->det, &c->va, lo, hi, c->test_size, c->window, &secs);
+    int rc = det_infer_range(&mine, c->det, &c->va, lo, hi, c->o.test_size, c->window, &secs);
     int bad = rc != 0;
     MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, comm);
     if (bad) {
@@ -113,7 +109,7 @@ static int det_validate(train_task *t, MPI_Comm comm, char *json, size_t json_ca
     froc_curve cur;
     memset(&cur, 0, sizeof cur);
     int labelled = 0;
-    rc = det_froc_set(&set, &labelled, &c->va, &c->fo, all, nall);
+    rc = froc_set_from_shard(&set, &labelled, &c->va, &c->fo, all, nall);
     if (!rc && labelled && set.n_images > 0) rc = froc_walk(&cur, &set, NULL, &c->fo);
     if (!rc) {
         const double *sv = cur.sens;
@@ -136,8 +132,8 @@ static void det_destroy(train_task *t) {
     det_ctx *c = t->ctx;
     if (c) {
         detector_destroy(c->det);
-        det_split_close(&c->tr);
-        det_split_close(&c->va);
+        lesion_shard_close(&c->tr);
+        lesion_shard_close(&c->va);
         free(c->x);
         free(c->tmp);
         free(c->raw);
@@ -153,49 +149,24 @@ int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     *out = NULL;
     int size = 1;
     MPI_Comm_size(comm, &size);
-    train_task *t = pl_calloc(1, sizeof *t, "task");
-    det_ctx *c = pl_calloc(1, sizeof *c, "detect task");
-    if (!t || !c) {
-        free(t);
-        free(c);
-        return PL_ENOMEM;
-    }
-    t->ctx = c;
-    t->name = "detect";
+    train_task *t = NULL;
+    int rc = det_task_new(&t, sizeof(det_ctx), "detect");
+    if (rc) return rc;
+    det_ctx *c = t->ctx;
     t->step = det_step;
     t->destroy = det_destroy;
-    int rc = 0;
     const char *root = cfg_str(cfg, "input.root");
-    if ((rc = det_split_open(&c->tr, root, "train"))) goto fail;
-    c->has_val = cfg_float(cfg, "train.val_every") > 0;
+    if ((rc = lesion_shard_open(&c->tr, root, "train"))) goto fail;
+    c->has_val = det_val_wanted(cfg, root, "val.h5", "detect");
     if (c->has_val) {
-        char vp[4200];
-        snprintf(vp, sizeof vp, "%s/val.h5", root);
-        if (!pl_path_exists(vp)) {
-            LOG0("detect: %s does not exist: training without validation", vp);
-            c->has_val = 0;
-        }
-    }
-    if (c->has_val) {
-        if ((rc = det_split_open(&c->va, root, "val"))) goto fail;
+        if ((rc = lesion_shard_open(&c->va, root, "val"))) goto fail;
         if (c->va.D != c->tr.D) {
             rc = pl_fail(PL_EFORMAT, "%s: val samples have %d slices, train %d", c->va.path, c->va.D, c->tr.D);
             goto fail;
         }
         t->validate = det_validate;
     }
-    c->nsizes = cfg_list_len(cfg, "det.train_sizes");
-    if (c->nsizes < 1 || c->nsizes > 16) {
-        rc = pl_fail(PL_EINVAL, "%s: det.train_sizes has %d values (allowed 1..16)", cfg_path(cfg), c->nsizes);
-        goto fail;
-    }
-    c->max_size = 0;
-    for (int i = 0; i < c->nsizes; i++) {
-        c->sizes[i] = (int)cfg_list_float(cfg, "det.train_sizes", i);
-        c->max_size = PL_MAX(c->max_size, c->sizes[i]);
-    }
-    c->test_size = (int)cfg_int(cfg, "det.test_size");
-    c->flip = cfg_bool(cfg, "det.flip");
+    if ((rc = det_train_opts_from_cfg(&c->o, cfg, size))) goto fail;
     c->zflip = cfg_bool(cfg, "det.zflip");
     if (cfg_list_len(cfg, "det.window") != 2 || !(cfg_list_float(cfg, "det.window", 1) > cfg_list_float(cfg, "det.window", 0))) {
         rc = pl_fail(PL_EINVAL, "%s: det.window must be [lo, hi] with hi > lo", cfg_path(cfg));
@@ -203,27 +174,24 @@ int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     }
     c->window[0] = cfg_list_float(cfg, "det.window", 0);
     c->window[1] = cfg_list_float(cfg, "det.window", 1);
-    c->seed = (uint64_t)cfg_int(cfg, "run.seed");
     det_froc_opts(&c->fo, cfg);
-    const int64_t B = cfg_int(cfg, "train.batch");
-    c->bmax = (int)((B + size - 1) / size);
     det_config dc;
     if ((rc = det_config_from_cfg(&dc, cfg, c->tr.D))) goto fail;
-    if ((rc = detector_create(&c->det, &dc, c->seed))) goto fail;
+    if ((rc = detector_create(&c->det, &dc, c->o.seed))) goto fail;
     // the largest input: the longer stored side scaled to the largest size, padded
     {
-        det_geom g = det_geom_make(c->tr.H, c->tr.W, c->max_size, 0, 0);
-        c->maxp = pad32(PL_MAX(g.oh, g.ow));
+        det_geom g = det_geom_make(c->tr.H, c->tr.W, c->o.max_size, 0, 0);
+        c->maxp = det_pad_up(PL_MAX(g.oh, g.ow));
     }
     int64_t maxrows = 0;
     for (int64_t i = 0; i < c->tr.n; i++) maxrows = PL_MAX(maxrows, c->tr.off[i + 1] - c->tr.off[i]);
     const size_t plane = (size_t)c->maxp * (size_t)c->maxp;
-    c->x = pl_malloc(sizeof(float) * (size_t)c->bmax * (size_t)c->tr.D * plane, "batch");
+    c->x = pl_malloc(sizeof(float) * (size_t)c->o.bmax * (size_t)c->tr.D * plane, "batch");
     c->tmp = pl_malloc(sizeof(float) * (size_t)c->tr.D * plane, "resize scratch");
     c->raw = pl_malloc(sizeof(int16_t) * (size_t)c->tr.D * (size_t)c->tr.H * (size_t)c->tr.W, "stored sample");
-    c->gtbox = pl_malloc(sizeof(float) * 4 * (size_t)(c->bmax * maxrows + 1), "batch boxes");
-    c->gt = pl_calloc((size_t)c->bmax, sizeof(det_gt), "batch truth");
-    c->geo = pl_calloc((size_t)c->bmax, sizeof(det_geom), "batch geometry");
+    c->gtbox = pl_malloc(sizeof(float) * 4 * (size_t)(c->o.bmax * maxrows + 1), "batch boxes");
+    c->gt = pl_calloc((size_t)c->o.bmax, sizeof(det_gt), "batch truth");
+    c->geo = pl_calloc((size_t)c->o.bmax, sizeof(det_geom), "batch geometry");
     if (!c->x || !c->tmp || !c->raw || !c->gtbox || !c->gt || !c->geo) {
         rc = PL_ENOMEM;
         goto fail;
@@ -232,7 +200,7 @@ int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     t->n_train = c->tr.n;
     LOG0("detect: train:%s samples:%lld lesions:%lld stored:%dx%dx%d val:%lld sizes:%d..%d test_size:%d params:%zu",
          c->tr.path, (long long)c->tr.n, (long long)c->tr.nrows, c->tr.D, c->tr.H, c->tr.W, (long long)c->va.n,
-         c->sizes[0], c->max_size, c->test_size, t->params->nparams);
+         c->o.sizes[0], c->o.max_size, c->o.test_size, t->params->nparams);
     *out = t;
     return 0;
 fail:

@@ -20,7 +20,7 @@
 #include "nn/pl.h"
 #include "stages/train/augment.h"
 #include "stages/score/cocoeval.h"
-#include "stages/train/detector.h"
+#include "stages/train/det_common.h"
 #include "stages/train/trainer.h"
 
 static const uint64_t k_sampling_tag = 0x73616d706c65ULL;   // "sample": anchor/RoI sampling stream
@@ -48,10 +48,9 @@ typedef struct {
     int ncls;
     int32_t *cat_ids;     // (ncls) COCO category_id of each label
     char (*cat_names)[64];
-    int nsizes, sizes[16], max_size, test_size;
-    int flip, shuffle;
-    uint64_t seed;
-    int bmax, maxp;
+    det_train_opts o;     // det.train_sizes, det.test_size, det.flip, run.seed, images per rank
+    int shuffle;
+    int maxp;
     float *x, *tmp;
     uint8_t *raw;
     float *gtbox, *ignbox;
@@ -60,7 +59,6 @@ typedef struct {
     char out_dir[4096];
 } coco_ctx;
 
-static int pad32(int v) { return (v + 31) / 32 * 32; }
 
 static void coco_split_close(coco_split *s) {
     h5shard_close(s->r);
@@ -200,16 +198,16 @@ static int coco_step(train_task *t, const int64_t *idx, int n, int64_t epoch, do
     int ph = 0, pw = 0;
     for (int i = 0; i < n; i++) {
         pl_rng r;
-        pl_rng_seed(&r, aug_sample_seed(c->seed, epoch, idx[i]));
-        int size = c->sizes[pl_rng_int(&r, 0, c->nsizes - 1)];
-        int flip = c->flip && pl_rng_uniform(&r) < 0.5;
+        pl_rng_seed(&r, aug_sample_seed(c->o.seed, epoch, idx[i]));
+        int size = c->o.sizes[pl_rng_int(&r, 0, c->o.nsizes - 1)];
+        int flip = c->o.flip && pl_rng_uniform(&r) < 0.5;
         geo[i] = det_geom_make(s->S, s->S, size, flip, 0);
         int64_t o[8];
         for (int k = 0; k < s->D; k++) o[k] = k;
         if (c->shuffle) pl_rng_shuffle_i64(&r, o, s->D);
         for (int k = 0; k < s->D; k++) order[i][k] = (int)o[k];
-        ph = PL_MAX(ph, pad32(geo[i].oh));
-        pw = PL_MAX(pw, pad32(geo[i].ow));
+        ph = PL_MAX(ph, det_pad_up(geo[i].oh));
+        pw = PL_MAX(pw, det_pad_up(geo[i].ow));
     }
     const size_t per = (size_t)s->D * (size_t)ph * (size_t)pw;
     int64_t b = 0;
@@ -235,7 +233,7 @@ static int coco_step(train_task *t, const int64_t *idx, int n, int64_t epoch, do
     }
     *data_s = pl_time() - t0;
     pl_rng sr;
-    pl_rng_seed(&sr, aug_sample_seed(c->seed ^ k_sampling_tag, epoch, idx[0]));
+    pl_rng_seed(&sr, aug_sample_seed(c->o.seed ^ k_sampling_tag, epoch, idx[0]));
     double l[4];
     int rc = detector_train_step(c->det, l, c->x, nn_dims_make(n, 1, s->D, ph, pw), c->gt, loss_scale, &sr);
     if (rc) return rc;
@@ -250,8 +248,8 @@ static int infer_range(coco_ctx *c, coco_eval_det **out, int64_t *nout, int64_t 
     *out = NULL;
     *nout = 0;
     if (lo >= hi) return 0;
-    const det_geom g = det_geom_make(s->S, s->S, c->test_size, 0, 0);
-    const int ph = pad32(g.oh), pw = pad32(g.ow);
+    const det_geom g = det_geom_make(s->S, s->S, c->o.test_size, 0, 0);
+    const int ph = det_pad_up(g.oh), pw = det_pad_up(g.ow);
     const int64_t M = detector_config(c->det)->max_dets;
     float *x = pl_malloc(sizeof(float) * (size_t)s->D * ph * pw, "input");
     float *tmp = pl_malloc(sizeof(float) * (size_t)s->D * g.oh * g.ow, "resize scratch");
@@ -408,18 +406,12 @@ int task_detect_coco_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) 
     *out = NULL;
     int size = 1;
     MPI_Comm_size(comm, &size);
-    train_task *t = pl_calloc(1, sizeof *t, "task");
-    coco_ctx *c = pl_calloc(1, sizeof *c, "detect_coco task");
-    if (!t || !c) {
-        free(t);
-        free(c);
-        return PL_ENOMEM;
-    }
-    t->ctx = c;
-    t->name = "detect_coco";
+    train_task *t = NULL;
+    int rc = det_task_new(&t, sizeof(coco_ctx), "detect_coco");
+    if (rc) return rc;
+    coco_ctx *c = t->ctx;
     t->step = coco_step;
     t->destroy = coco_destroy;
-    int rc = 0;
     const char *root = cfg_str(cfg, "input.root");
     snprintf(c->out_dir, sizeof c->out_dir, "%s", cfg_str(cfg, "output.dir"));
     if ((rc = coco_split_open(&c->tr, root, "train"))) goto fail;
@@ -434,15 +426,7 @@ int task_detect_coco_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) 
                          c->tr.label[j], c->ncls);
             goto fail;
         }
-    c->has_val = cfg_float(cfg, "train.val_every") > 0;
-    if (c->has_val) {
-        char vp[4200];
-        snprintf(vp, sizeof vp, "%s/coco_val.h5", root);
-        if (!pl_path_exists(vp)) {
-            LOG0("detect_coco: %s does not exist: training without validation", vp);
-            c->has_val = 0;
-        }
-    }
+    c->has_val = det_val_wanted(cfg, root, "coco_val.h5", "detect_coco");
     if (c->has_val) {
         if ((rc = coco_split_open(&c->va, root, "val"))) goto fail;
         if (c->va.D != c->tr.D) {
@@ -457,39 +441,27 @@ int task_detect_coco_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) 
             }
         t->validate = coco_validate;
     }
-    c->nsizes = cfg_list_len(cfg, "det.train_sizes");
-    if (c->nsizes < 1 || c->nsizes > 16) {
-        rc = pl_fail(PL_EINVAL, "%s: det.train_sizes has %d values (allowed 1..16)", cfg_path(cfg), c->nsizes);
-        goto fail;
-    }
-    for (int i = 0; i < c->nsizes; i++) {
-        c->sizes[i] = (int)cfg_list_float(cfg, "det.train_sizes", i);
-        c->max_size = PL_MAX(c->max_size, c->sizes[i]);
-    }
-    c->test_size = (int)cfg_int(cfg, "det.test_size");
-    c->flip = cfg_bool(cfg, "det.flip");
+    if ((rc = det_train_opts_from_cfg(&c->o, cfg, size))) goto fail;
     c->shuffle = cfg_bool(cfg, "det.slice_shuffle");
-    c->seed = (uint64_t)cfg_int(cfg, "run.seed");
-    const int64_t B = cfg_int(cfg, "train.batch");
-    c->bmax = (int)((B + size - 1) / size);
-    if (c->bmax > 64) {
-        rc = pl_fail(PL_EINVAL, "%s: train.batch = %lld gives %d images per rank (at most 64)", cfg_path(cfg), (long long)B, c->bmax);
+    if (c->o.bmax > 64) {
+        rc = pl_fail(PL_EINVAL, "%s: train.batch = %lld gives %d images per rank (at most 64)", cfg_path(cfg),
+                     (long long)cfg_int(cfg, "train.batch"), c->o.bmax);
         goto fail;
     }
     det_config dc;
     if ((rc = det_config_from_cfg(&dc, cfg, c->tr.D))) goto fail;
     dc.num_classes = c->ncls;
-    if ((rc = detector_create(&c->det, &dc, c->seed))) goto fail;
-    c->maxp = pad32(c->max_size);
+    if ((rc = detector_create(&c->det, &dc, c->o.seed))) goto fail;
+    c->maxp = det_pad_up(c->o.max_size);
     int64_t maxrows = 0;
     for (int64_t i = 0; i < c->tr.n; i++) maxrows = PL_MAX(maxrows, c->tr.off[i + 1] - c->tr.off[i]);
     const size_t plane = (size_t)c->maxp * (size_t)c->maxp;
-    c->x = pl_malloc(sizeof(float) * (size_t)c->bmax * (size_t)c->tr.D * plane, "batch");
+    c->x = pl_malloc(sizeof(float) * (size_t)c->o.bmax * (size_t)c->tr.D * plane, "batch");
     c->tmp = pl_malloc(sizeof(float) * (size_t)c->tr.D * plane, "resize scratch");
     c->raw = pl_malloc((size_t)c->tr.D * (size_t)c->tr.S * (size_t)c->tr.S, "stored sample");
-    c->gtbox = pl_malloc(sizeof(float) * 4 * (size_t)(c->bmax * maxrows + 1), "batch boxes");
-    c->gtlab = pl_malloc(sizeof(int32_t) * (size_t)(c->bmax * maxrows + 1), "batch labels");
-    c->gt = pl_calloc((size_t)c->bmax, sizeof(det_gt), "batch truth");
+    c->gtbox = pl_malloc(sizeof(float) * 4 * (size_t)(c->o.bmax * maxrows + 1), "batch boxes");
+    c->gtlab = pl_malloc(sizeof(int32_t) * (size_t)(c->o.bmax * maxrows + 1), "batch labels");
+    c->gt = pl_calloc((size_t)c->o.bmax, sizeof(det_gt), "batch truth");
     if (!c->x || !c->tmp || !c->raw || !c->gtbox || !c->gtlab || !c->gt) {
         rc = PL_ENOMEM;
         goto fail;
@@ -501,7 +473,7 @@ int task_detect_coco_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) 
     LOG0("detect_coco: train:%s images:%lld boxes:%lld crowd:%lld categories:%d stored:%dx%dx%d val:%lld sizes:%d..%d "
          "test_size:%d slice_shuffle:%d params:%zu",
          c->tr.path, (long long)c->tr.n, (long long)c->tr.nrows, (long long)ncrowd, c->ncls, c->tr.D, c->tr.S, c->tr.S,
-         (long long)c->va.n, c->sizes[0], c->max_size, c->test_size, c->shuffle, t->params->nparams);
+         (long long)c->va.n, c->o.sizes[0], c->o.max_size, c->o.test_size, c->shuffle, t->params->nparams);
     *out = t;
     return 0;
 fail:

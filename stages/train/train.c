@@ -16,6 +16,14 @@ int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
         if (threads <= 0) threads = 1;
     }
     openblas_set_num_threads(threads);
+    const char *task = cfg_str(cfg, "train.task");
+    if (cfg_bool(cfg, "train.sync_bn") && strcmp(task, "classify")) {
+        // Only the classification task synchronises BatchNorm statistics (task_classify.c); the
+        // detectors are built with GroupNorm in MP3D and would silently keep per-rank statistics.
+        pl_fail(PL_EINVAL, "%s: train.sync_bn = true is supported for train.task = \"classify\" only (here \"%s\"); "
+                "use model.norm = \"gn\" for detection, or set train.sync_bn = false", cfg_path(cfg), task);
+        return MP3D_EXIT_USAGE;
+    }
     if (cfg_bool(cfg, "train.sync_bn")) {
         int size = 1;
         MPI_Comm_size(comm, &size);
@@ -25,7 +33,6 @@ int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
             return MP3D_EXIT_USAGE;
         }
     }
-    const char *task = cfg_str(cfg, "train.task");
     train_task *t = NULL;
     int rc;
     if (!strcmp(task, "classify")) rc = task_classify_create(&t, cfg, comm);

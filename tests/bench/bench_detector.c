@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "nn/sgd.h"
-#include "stages/train/detector.h"
+#include "stages/train/det_common.h"
 
 void openblas_set_num_threads(int n);
 char *openblas_get_corename(void);
