@@ -124,10 +124,17 @@ int det_gather_records(void **all, int64_t *n_all, const void *mine, int64_t n_m
     *all = NULL;
     *n_all = 0;
     const int64_t rec = (int64_t)rec_size;
-    if (n_mine * rec > INT32_MAX) return pl_fail(PL_ERANGE, "det_gather: %lld detections on rank %d exceed one message", (long long)n_mine, rank);
-    int cnt = (int)(n_mine * rec);
+    // A rank that cannot take part says so before the first collective, so no peer is left in it.
     int *counts = pl_malloc(sizeof(int) * (size_t)size * 2, "gather counts");
-    if (!counts) return PL_ENOMEM;
+    int mine_bad = n_mine * rec > INT32_MAX ? 1 : !counts ? 2 : 0, any_bad = 0;
+    MPI_Allreduce(&mine_bad, &any_bad, 1, MPI_INT, MPI_MAX, comm);
+    if (any_bad) {
+        free(counts);
+        if (mine_bad == 1)
+            return pl_fail(PL_ERANGE, "det_gather: %lld detections on rank %d exceed one message", (long long)n_mine, rank);
+        return mine_bad ? PL_ENOMEM : pl_fail(PL_EMPI, "det_gather: another rank cannot take part (above)");
+    }
+    int cnt = (int)(n_mine * rec);
     int *displs = counts + size;
     MPI_Allgather(&cnt, 1, MPI_INT, counts, 1, MPI_INT, comm);
     int64_t total = 0;
