@@ -108,18 +108,37 @@ typedef struct {
     int64_t nmarks, mcap;
     pk_obj **memo;
     int64_t mlen, mset;
+    int err;   // the error behind a NULL object (push reports it)
 } pk_ctx;
 
+// Names from CPython's pickletools, for error messages.
+static const char *op_name(uint8_t op) {
+    static const struct { uint8_t op; const char *name; } t[] = {
+        {0x80, "PROTO"}, {0x95, "FRAME"}, {'.', "STOP"}, {'(', "MARK"}, {'0', "POP"}, {'1', "POP_MARK"}, {'2', "DUP"},
+        {'N', "NONE"}, {0x88, "NEWTRUE"}, {0x89, "NEWFALSE"}, {'J', "BININT"}, {'K', "BININT1"}, {'M', "BININT2"},
+        {0x8a, "LONG1"}, {0x8b, "LONG4"}, {'G', "BINFLOAT"}, {'X', "BINUNICODE"}, {0x8c, "SHORT_BINUNICODE"},
+        {0x8d, "BINUNICODE8"}, {'T', "BINSTRING"}, {'U', "SHORT_BINSTRING"}, {'B', "BINBYTES"}, {'C', "SHORT_BINBYTES"},
+        {0x8e, "BINBYTES8"}, {')', "EMPTY_TUPLE"}, {']', "EMPTY_LIST"}, {'}', "EMPTY_DICT"}, {'t', "TUPLE"}, {'l', "LIST"},
+        {'d', "DICT"}, {0x85, "TUPLE1"}, {0x86, "TUPLE2"}, {0x87, "TUPLE3"}, {'a', "APPEND"}, {'e', "APPENDS"},
+        {'s', "SETITEM"}, {'u', "SETITEMS"}, {'q', "BINPUT"}, {'r', "LONG_BINPUT"}, {0x94, "MEMOIZE"}, {'h', "BINGET"},
+        {'j', "LONG_BINGET"}, {'c', "GLOBAL"}, {0x93, "STACK_GLOBAL"}, {'R', "REDUCE"}, {'b', "BUILD"}, {'Q', "BINPERSID"},
+        {0x81, "NEWOBJ"}, {0x92, "NEWOBJ_EX"}, {'i', "INST"}, {'o', "OBJ"}, {'P', "PERSID"}, {0x82, "EXT1"},
+        {0x90, "ADDITEMS"}, {0x8f, "EMPTY_SET"}, {0x91, "FROZENSET"}, {0x96, "BYTEARRAY8"}, {0x97, "NEXT_BUFFER"},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (t[i].op == op) return t[i].name;
+    return "unknown";
+}
+
 static int bad(pk_ctx *c, const char *what) {
-    return pl_fail(PL_EFORMAT, "%s: byte %zu: opcode 0x%02x%s%c%s: %s (corrupt or truncated pickle)", c->label,
-                   c->op_pos, c->op, c->op >= 0x20 && c->op < 0x7f ? " '" : "", c->op >= 0x20 && c->op < 0x7f ? c->op : ' ',
-                   c->op >= 0x20 && c->op < 0x7f ? "'" : "", what);
+    return pl_fail(PL_EFORMAT, "%s: byte %zu: opcode 0x%02x %s: %s (corrupt or truncated pickle)", c->label, c->op_pos, c->op,
+                   op_name(c->op), what);
 }
 
 static int need(pk_ctx *c, uint64_t n) {
     if (n > c->len - c->pos)
-        return pl_fail(PL_EFORMAT, "%s: byte %zu: opcode 0x%02x: needs %llu more bytes, %zu left (truncated file or a bogus declared size)",
-                       c->label, c->op_pos, c->op, (unsigned long long)n, c->len - c->pos);
+        return pl_fail(PL_EFORMAT, "%s: byte %zu: opcode 0x%02x %s: needs %llu more bytes, %zu left (truncated file or a bogus declared size)",
+                       c->label, c->op_pos, c->op, op_name(c->op), (unsigned long long)n, c->len - c->pos);
     return 0;
 }
 
@@ -131,16 +150,16 @@ static uint64_t rd_le(const uint8_t *p, int n) {
 
 static pk_obj *mk(pk_ctx *c, enum pk_type t) {
     if (c->a->n - c->base_objects >= c->lim.max_objects) {
-        pl_fail(PL_ERANGE, "%s: byte %zu: more than %lld objects (limit)", c->label, c->op_pos, (long long)c->lim.max_objects);
+        c->err = pl_fail(PL_ERANGE, "%s: byte %zu: more than %lld objects (limit)", c->label, c->op_pos, (long long)c->lim.max_objects);
         return NULL;
     }
     pk_obj *o = pk_new(c->a, t);
-    if (!o) pl_fail(PL_ENOMEM, "%s: out of memory", c->label);
+    if (!o) c->err = pl_fail(PL_ENOMEM, "%s: out of memory", c->label);
     return o;
 }
 
 static int push(pk_ctx *c, pk_obj *o) {
-    if (!o) return PL_ERANGE;
+    if (!o) return c->err ? c->err : PL_ENOMEM;
     if (c->sp == c->scap) {
         if (c->scap >= PK_MAX_STACK)
             return pl_fail(PL_ERANGE, "%s: byte %zu: stack deeper than %d entries (limit)", c->label, c->op_pos, PK_MAX_STACK);
@@ -189,16 +208,16 @@ static int add_item(pk_ctx *c, pk_obj *container, pk_obj *item) {
 }
 
 static pk_obj *mk_text(pk_ctx *c, enum pk_type t, uint64_t n) {
-    if (need(c, n)) return NULL;
+    if ((c->err = need(c, n))) return NULL;
     if (n > (uint64_t)c->lim.max_bytes) {
-        pl_fail(PL_ERANGE, "%s: byte %zu: a %llu-byte value (limit %lld)", c->label, c->op_pos, (unsigned long long)n,
+        c->err = pl_fail(PL_ERANGE, "%s: byte %zu: a %llu-byte value (limit %lld)", c->label, c->op_pos, (unsigned long long)n,
                 (long long)c->lim.max_bytes);
         return NULL;
     }
     pk_obj *o = mk(c, t);
     if (!o) return NULL;
     o->s = pl_malloc((size_t)n + 1, "pickle string");
-    if (!o->s) return NULL;
+    if (!o->s) { c->err = PL_ENOMEM; return NULL; }
     memcpy(o->s, c->buf + c->pos, (size_t)n);
     o->s[n] = 0;
     o->len = (size_t)n;
@@ -230,7 +249,7 @@ static int do_global(pk_ctx *c, const char *module, const char *name) {
         return pl_fail(PL_EUNSUPPORTED, "%s: byte %zu: the pickle refers to global '%s', which a state dict never needs: refused (a checkpoint is untrusted input and is never executed)",
                        c->label, c->op_pos, full);
     pk_obj *g = mk(c, PK_GLOBAL);
-    if (!g) return PL_ERANGE;
+    if (!g) return c->err;
     g->s = strdup(full);
     if (!g->s) return PL_ENOMEM;
     g->len = strlen(full);
@@ -248,7 +267,7 @@ static int do_reduce(pk_ctx *c) {
         if (args->n < 4 || args->items[0]->t != PK_STORAGE || !is_int(args->items[1]))
             return bad(c, "_rebuild_tensor_v2(storage, offset, size, stride, ...) expected");
         pk_obj *t = mk(c, PK_TENSOR);
-        if (!t) return PL_ERANGE;
+        if (!t) return c->err;
         t->storage = args->items[0];
         t->offset = args->items[1]->i;
         int ns = 0, nst = 0, rc;
@@ -267,7 +286,7 @@ static int do_reduce(pk_ctx *c) {
             (strcmp(args->items[1]->s, "latin1") && strcmp(args->items[1]->s, "latin-1")))
             return bad(c, "_codecs.encode(str, 'latin1') expected");
         pk_obj *b = mk(c, PK_BYTES);
-        if (!b) return PL_ERANGE;
+        if (!b) return c->err;
         const pk_obj *s = args->items[0];   // UTF-8 of code points < 256 -> bytes
         b->s = pl_malloc(s->len + 1, "bytes");
         if (!b->s) return PL_ENOMEM;
@@ -293,7 +312,7 @@ static int do_persid(pk_ctx *c) {
     if (ty->t != PK_GLOBAL || (key->t != PK_STR && key->t != PK_INT) || num->t != PK_INT || num->i < 0)
         return bad(c, "persistent id must be ('storage', type, key, location, numel, ...)");
     pk_obj *s = mk(c, PK_STORAGE);
-    if (!s) return PL_ERANGE;
+    if (!s) return c->err;
     int found = 0;
     for (size_t i = 0; i < sizeof k_storages / sizeof k_storages[0]; i++)
         if (!strcmp(ty->s, k_storages[i].name)) { s->dtype = k_storages[i].d; found = 1; }
@@ -436,7 +455,7 @@ static int run(pk_ctx *c, pk_obj **out) {
             if (n < 0) { rc = bad(c, "TUPLE/LIST/DICT without MARK"); break; }
             if (op == 'd' && n % 2) { rc = bad(c, "DICT with an odd number of items"); break; }
             pk_obj *o = mk(c, op == 't' ? PK_TUPLE : op == 'l' ? PK_LIST : PK_DICT);
-            if (!o) { rc = PL_ERANGE; break; }
+            if (!o) { rc = c->err; break; }
             for (int64_t i = 0; i < n && !rc; i++) rc = add_item(c, o, c->stack[f + i]);
             c->sp = f;
             if (!rc) rc = push(c, o);
@@ -447,7 +466,7 @@ static int run(pk_ctx *c, pk_obj **out) {
             pk_obj *it[3] = {0};
             for (int i = n - 1; i >= 0; i--) it[i] = pop(c);
             pk_obj *o = mk(c, PK_TUPLE);
-            if (!o) { rc = PL_ERANGE; break; }
+            if (!o) { rc = c->err; break; }
             for (int i = 0; i < n && !rc; i++) rc = it[i] ? add_item(c, o, it[i]) : bad(c, "TUPLEn with too few items");
             if (!rc) rc = push(c, o);
             break;
@@ -521,9 +540,8 @@ static int run(pk_ctx *c, pk_obj **out) {
         }
         case 'Q': rc = do_persid(c); break;
         default:
-            return pl_fail(PL_EUNSUPPORTED, "%s: byte %zu: opcode 0x%02x%s%c%s is not accepted in a state-dict pickle (corrupt file, or an object mp3d will not rebuild)",
-                           c->label, c->op_pos, op, op >= 0x20 && op < 0x7f ? " '" : "", op >= 0x20 && op < 0x7f ? op : ' ',
-                           op >= 0x20 && op < 0x7f ? "'" : "");
+            return pl_fail(PL_EUNSUPPORTED, "%s: byte %zu: opcode 0x%02x %s is not accepted in a state-dict pickle (corrupt file, or an object mp3d will not rebuild)",
+                           c->label, c->op_pos, op, op_name(op));
         }
     }
     return rc;
