@@ -6,6 +6,7 @@ import collections
 import io
 import os
 import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -112,14 +113,16 @@ def case_equiv(work):
             pth = os.path.join(work, f"{key}_{fmt}.pth")
             save(m.state_dict(), pth)
             infer_equal(work, f"{key}_{fmt}", key, pth, m)
-    # an mmcls-style checkpoint: meta / state_dict (backbone.*, head.fc.*) / optimizer, legacy format
-    sd = collections.OrderedDict(("head." + k if k.startswith("fc.") else "backbone." + k, v) for k, v in r18.state_dict().items())
+    # an mmcls-style checkpoint: meta / state_dict (backbone.*, head.fc.*) / optimizer, legacy format;
+    # GroupNorm layers named as mmcv's build_norm_layer names them (gn1, gn2: CSPR's GN models)
     opt = torch.optim.SGD(r18.parameters(), lr=0.1, momentum=0.9)
     r18(torch.randn(1, 1, 3, 16, 16)).sum().backward()
     opt.step()  # momentum buffers in the optimizer state (tensors the import must skip)
     r18.zero_grad()
     with torch.no_grad():  # the model the file holds is the one after the step
-        sd = collections.OrderedDict(("head." + k if k.startswith("fc.") else "backbone." + k, v.clone()) for k, v in r18.state_dict().items())
+        sd = collections.OrderedDict(("head." + k if k.startswith("fc.") else "backbone." + re.sub(r"(^|\.)bn(\d)\.", r"\1gn\2.", k), v.clone())
+                                     for k, v in r18.state_dict().items())
+    assert "backbone.layer1.0.gn1.weight" in sd and "backbone.gn1.weight" in sd
     meta = {"mmcls_version": "0.23.0", "epoch": 100, "iter": 500400, "CLASSES": ("a", "b"), "config": "model = dict(...)",
             "time": "Thu Oct  6 10:00:00 2022", "hook_msgs": {"last_ckpt": "work_dirs/epoch_100.pth"}, "lr": 0.0}
     pth = os.path.join(work, "mmcls.pth")
@@ -209,6 +212,31 @@ def case_detector(work):
         for part in ("backbone", "gtm", "neck", "rpn_head", "roi_head"):
             line = [l for l in log.splitlines() if f"part:{part} " in l]
             check(bool(line) and "new:0 shape_mismatched:0" in line[0], f"  {line[0].split('INFO ')[-1] if line else part + ' missing'}")
+    # MP3D's own release layout: {'state_dict': {'module.backbone.<modified_P3D names>'}} with
+    # conv1_custom / norm1 / norm_K / groupconv_K; heads absent (fresh), backbone + GTM loaded.
+    sd = det_state_dict(9, 7)
+    ren = collections.OrderedDict()
+    for k, v in sd.items():
+        if not k.startswith("backbone."):
+            continue
+        n = k[len("backbone."):]
+        n = re.sub(r"^conv1\.", "conv1_custom.", n)
+        n = re.sub(r"^bn1\.", "norm1.", n)
+        n = re.sub(r"\.bn(\d)\.", r".norm_\1.", n)
+        n = re.sub(r"^gtm\.(\d)\.", lambda mm: f"groupconv_{int(mm.group(1)) + 1}.", n)
+        ren["module.backbone." + n] = v
+    assert "module.backbone.layer1.0.norm_2.weight" in ren and "module.backbone.groupconv_4.weight" in ren
+    pth, ck = os.path.join(work, "mp3d63_release_style.pth"), os.path.join(work, "mp3d63.h5")
+    save_legacy({"meta": {"epoch": 12}, "state_dict": ren}, pth)
+    log = run(["import", "--from", pth, "--out", ck] + DET_ARGS)
+    f = h5py.File(ck, "r")
+    got = {k: torch.as_tensor(v[()]) for g in ("params", "buffers") if g in f for k, v in f[g].items()}
+    diff = max((got[k[len("backbone."):]] - v.float()).abs().max().item() for k, v in sd.items() if k.startswith("backbone."))
+    summary = [l.split("INFO ")[-1] for l in log.splitlines() if "import: file:" in l and "loaded:" in l][-1]
+    parts = " | ".join(l.split("import: ")[-1] for l in log.splitlines() if "part:" in l)
+    check(diff == 0.0 and "loaded:211 new:30 shape_mismatched:0 unused_in_file:0" in summary,
+          f"MP3D release layout (module.backbone.conv1_custom/norm_K/groupconv_K): backbone+GTM identical (max_abs_diff:{diff:g}) | {summary}")
+    print("     " + parts)
     # A VDT-pretrained backbone (GTM over 3 slices) into the CT detector (9 slices): the GTM is
     # reported as shape-mismatched and keeps its fresh initialisation; everything else loads.
     sd3 = det_state_dict(3, 6)

@@ -1,5 +1,7 @@
 // import / export: see import.h. The name mapping (README "Import and export"):
-//   mmdet  backbone.<x>            -> <x>                (conv1, layer1.0.conv1, stem.0.conv, gtm.k, ...)
+//   mmdet  backbone.<x>            -> <x>                (conv1, layer1.0.conv1, stem.0.conv, gtm.k, ...;
+//                                                         MP3D's conv1_custom/norm1/norm_K/groupconv_K and
+//                                                         mmcv's GroupNorm gnK renamed, see backbone_component)
 //          neck.<x>                -> neck.<x>           (lateral_convs.i.conv, fpn_convs.i.conv)
 //          rpn_head.<x>            -> rpn_head.<x>       (rpn_conv, rpn_cls, rpn_reg)
 //          roi_head.bbox_head.<x>  -> roi_head.bbox_head.<x>  (shared_fcs.0/1, fc_cls, fc_reg)
@@ -27,18 +29,50 @@
 enum map_kind { MAP_PLAIN = 0, MAP_MMDET, MAP_MMCLS };
 static const char *const k_map_names[] = {"plain", "mmdet", "mmcls"};
 
+// Backbone module names of the papers' own code that differ from mp3d's, one dotted component
+// at a time: MP3D's modified_P3D (conv1_custom, norm1, norm_1..norm_4, groupconv_1..4) and
+// mmcv's build_norm_layer abbreviation for GroupNorm (gn1, gn2, ...) -> mp3d's bnK / gtm.k.
+static int backbone_component(char *out, size_t cap, const char *c, int first) {
+    if (first && !strcmp(c, "conv1_custom")) return snprintf(out, cap, "conv1");
+    if (first && !strcmp(c, "norm1")) return snprintf(out, cap, "bn1");
+    if (first && !strncmp(c, "groupconv_", 10) && c[10] >= '1' && c[10] <= '4' && !c[11]) return snprintf(out, cap, "gtm.%d", c[10] - '1');
+    if (!strncmp(c, "norm_", 5) && c[5] >= '1' && c[5] <= '9' && !c[6]) return snprintf(out, cap, "bn%c", c[5]);
+    if (!strncmp(c, "gn", 2) && c[2] >= '1' && c[2] <= '9' && !c[3]) return snprintf(out, cap, "bn%c", c[2]);
+    return snprintf(out, cap, "%s", c);
+}
+
+static int backbone_name(char *out, size_t cap, const char *in) {
+    size_t n = 0;
+    int first = 1;
+    out[0] = 0;
+    for (const char *p = in; *p;) {
+        const char *e = strchr(p, '.');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char comp[128];
+        if (len >= sizeof comp) return 0;
+        memcpy(comp, p, len);
+        comp[len] = 0;
+        if (n) { if (n + 1 >= cap) return 0; out[n++] = '.'; out[n] = 0; }
+        int w = e ? backbone_component(out + n, cap - n, comp, first) : snprintf(out + n, cap - n, "%s", comp);
+        if (w < 0 || (size_t)w >= cap - n) return 0;
+        n += (size_t)w;
+        first = 0;
+        p = e ? e + 1 : p + len;
+    }
+    return 1;
+}
+
 // file name -> mp3d name under a mapping; 0 if the name has no mp3d counterpart.
 static int map_name(char *out, size_t cap, const char *in, enum map_kind m) {
     static const struct { enum map_kind m; const char *from, *to; } rules[] = {
-        {MAP_MMDET, "backbone.", ""},
         {MAP_MMDET, "neck.", "neck."},
         {MAP_MMDET, "rpn_head.", "rpn_head."},
         {MAP_MMDET, "roi_head.bbox_head.", "roi_head.bbox_head."},
         {MAP_MMDET, "bbox_head.", "roi_head.bbox_head."},
-        {MAP_MMCLS, "backbone.", ""},
         {MAP_MMCLS, "head.fc.", "fc."},
     };
     if (m == MAP_PLAIN) return snprintf(out, cap, "%s", in) < (int)cap;
+    if (!strncmp(in, "backbone.", 9)) return backbone_name(out, cap, in + 9);
     for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++) {
         size_t n = strlen(rules[i].from);
         if (rules[i].m == m && !strncmp(in, rules[i].from, n)) return snprintf(out, cap, "%s%s", rules[i].to, in + n) < (int)cap;
