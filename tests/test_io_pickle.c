@@ -1,6 +1,7 @@
 // io/pickle on hand-built byte strings: values, memo, containers, a tensor rebuild, the writer
 // round trip, and refusals (globals, truncation, bogus sizes, recursion bombs, bad opcodes).
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "io/pickle.h"
@@ -169,6 +170,75 @@ int main(void) {
     rc = pk_load(&o, &used, a, (const uint8_t *)bomb, n, "limits", &lim);
     CHECK(rc == PL_ERANGE, "object limit rc=%d", rc);
     printf("(end of expected errors)\n");
+
+    // Mutations of a valid state-dict pickle: every truncation and 20000 random byte edits are
+    // either loaded or refused with an error; none may crash (run under ASan/UBSan in CI).
+    pl_set_error_echo(0);
+    pk_buf v = {0};
+    pk_put_raw(&v, "\x80\x02", 2);
+    pk_put_global(&v, "collections", "OrderedDict");
+    pk_put_op(&v, ')');
+    pk_put_op(&v, 'R');
+    pk_put_op(&v, '(');
+    for (int k = 0; k < 3; k++) {
+        char nm[16], key[8];
+        snprintf(nm, sizeof nm, "layer%d.weight", k);
+        snprintf(key, sizeof key, "%d", k);
+        pk_put_str(&v, nm);
+        pk_put_global(&v, "torch._utils", "_rebuild_tensor_v2");
+        pk_put_op(&v, '(');
+        pk_put_op(&v, '(');
+        pk_put_str(&v, "storage");
+        pk_put_global(&v, "torch", "FloatStorage");
+        pk_put_str(&v, key);
+        pk_put_str(&v, "cpu");
+        pk_put_int(&v, 24);
+        pk_put_op(&v, 't');
+        pk_put_op(&v, 'Q');
+        pk_put_int(&v, k);
+        pk_put_op(&v, '(');
+        pk_put_int(&v, 2);
+        pk_put_int(&v, 3);
+        pk_put_int(&v, 4);
+        pk_put_op(&v, 't');
+        pk_put_op(&v, '(');
+        pk_put_int(&v, 12);
+        pk_put_int(&v, 4);
+        pk_put_int(&v, 1);
+        pk_put_op(&v, 't');
+        pk_put_op(&v, 0x89);
+        pk_put_op(&v, 'N');
+        pk_put_op(&v, 't');
+        pk_put_op(&v, 'R');
+        pk_put_op(&v, 'q');
+        pk_put_op(&v, (uint8_t)k);
+    }
+    pk_put_op(&v, 'u');
+    pk_put_op(&v, '.');
+    rc = pk_load(&o, &used, a, v.p, v.n, "valid", NULL);
+    CHECK(rc == 0 && o->t == PK_DICT && o->n == 6, "valid state dict rc=%d", rc);
+    int ok_trunc = 0;
+    for (size_t cut = 0; cut < v.n; cut++) ok_trunc += pk_load(&o, &used, a, v.p, cut, "cut", NULL) < 0;
+    CHECK(ok_trunc == (int)v.n, "every truncation refused: %d of %zu", ok_trunc, v.n);
+    uint8_t *m = pl_malloc(v.n, "mutant");
+    pl_rng rng;
+    pl_rng_seed(&rng, 17);
+    int accepted = 0, refused = 0;
+    for (int it = 0; it < 20000; it++) {
+        memcpy(m, v.p, v.n);
+        int edits = 1 + (int)(pl_rng_u64(&rng) % 4);
+        for (int e = 0; e < edits; e++) m[pl_rng_u64(&rng) % v.n] = (uint8_t)pl_rng_u64(&rng);
+        pk_arena *fa = NULL;
+        PL_ASSERT(pk_arena_create(&fa) == 0);
+        rc = pk_load(&o, &used, fa, m, v.n, "mutant", NULL);
+        if (rc == 0) accepted++;
+        else refused++;
+        pk_arena_destroy(fa);
+    }
+    free(m);
+    pl_set_error_echo(1);
+    printf("fuzz: truncations refused %d/%zu, mutants accepted %d refused %d, no crash\n", ok_trunc, v.n, accepted, refused);
+    pk_buf_free(&v);
 
     pk_arena_destroy(a);
     printf("test_io_pickle: %d failed\n", g_fail);
