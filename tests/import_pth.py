@@ -358,6 +358,12 @@ def case_hostile(work):
             b = zi.read(n)
             zo.writestr(n.replace("good/", "archive/"), b[:8] if n.endswith("/data/0") else b)
     files["storage shorter than its tensor"] = (p, "truncated or corrupt")
+    p = os.path.join(work, "huge_entry.pth")  # a zip header declaring a 4 GiB data.pkl in an 8 MB file
+    b = bytearray(raw)
+    assert b[:4] == b"PK\x03\x04" and b[8:10] == b"\x00\x00"  # first entry: data.pkl, stored
+    b[18:26] = (0xFFFFFFF0).to_bytes(4, "little") * 2
+    open(p, "wb").write(bytes(b))
+    files["zip entry declaring 4 GiB"] = (p, "")
     p = os.path.join(work, "mark_bomb.pth")
     zip_with(p, b"\x80\x02" + b"(" * 100000 + b"N.")
     files["recursion bomb (MARKs)"] = (p, "open MARKs")
