@@ -212,6 +212,26 @@ def case_detector(work):
         for part in ("backbone", "gtm", "neck", "rpn_head", "roi_head"):
             line = [l for l in log.splitlines() if f"part:{part} " in l]
             check(bool(line) and "new:0 shape_mismatched:0" in line[0], f"  {line[0].split('INFO ')[-1] if line else part + ' missing'}")
+    # The imported backbone + GTM computes what PyTorch computes (import_tool runs mp3d's network
+    # in backbone mode on the imported checkpoint; mp3d infer covers classification networks).
+    torch.manual_seed(5)
+    bb = randomise_norms(Net("p3d63", 0.125, 4, 1, backbone=True, gtm_depth=9), 5).eval()
+    inp, outp = os.path.join(work, "det.in.h5"), os.path.join(work, "det.out")
+    x = write_input(inp, (1, 1, 9, 32, 32), 11)
+    for fmt in ("zip", "legacy"):
+        p = subprocess.run([sys.argv[3], "gtm-forward", os.path.join(work, f"mmdet_{fmt}.h5"), inp, outp, "p3d63", "0.125", "gn", "4", "9"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if p.returncode:
+            print(p.stdout[-2000:])
+        with torch.no_grad():
+            ys = bb(x)
+        rels = []
+        for k, y in enumerate(ys):
+            ref = torch.as_tensor(h5py.File(f"{outp}.{k}.h5", "r")["output"][()])[:, :, 0]
+            rels.append(((y - ref).abs().max() / y.abs().max()).item())
+        check(p.returncode == 0 and max(rels) < 1e-5,
+              f"mmdet P3D-63+GTM ({fmt}): imported backbone+GTM outputs vs PyTorch max_rel_diff per level: "
+              + " ".join(f"{r:.3g}" for r in rels) + " (< 1e-05)")
     # MP3D's own release layout: {'state_dict': {'module.backbone.<modified_P3D names>'}} with
     # conv1_custom / norm1 / norm_K / groupconv_K; heads absent (fresh), backbone + GTM loaded.
     sd = det_state_dict(9, 7)
