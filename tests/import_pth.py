@@ -1,6 +1,6 @@
 """mp3d import / export against PyTorch (Debian's python3-torch 1.13): writes .pth files the way
 torch.save and real releases do, runs `mp3d import` / `mp3d infer` / `mp3d export`, and compares
-with the PyTorch model. usage: import_pth.py equiv|detector|export|hostile WORKDIR
+with the PyTorch model. usage: import_pth.py equiv|dtypes|detector|export|hostile|init_from WORKDIR [TOOL]
 (MP3D_BIN = the mp3d binary; exit 0 = all cases passed)."""
 import collections
 import io
@@ -134,6 +134,10 @@ def case_equiv(work):
     save_zip({"model": collections.OrderedDict(("module." + k, v) for k, v in v1c.state_dict().items()), "epoch": 3}, pth)
     log = infer_equal(work, "ddp_module_prefix", "v1c", pth, v1c)
     check("module_prefix_stripped:1" in log, "ddp: module. prefix stripped")
+
+
+def case_dtypes(work):
+    v1c = model("v1c")
     # float16 / bfloat16 / float64 storages: the torch reference uses the same rounded values
     for dt, tol in ((torch.float16, 1e-5), (torch.bfloat16, 1e-5), (torch.float64, 1e-5)):
         name = str(dt).split(".")[1]
@@ -416,7 +420,7 @@ def case_hostile(work):
 def main():
     mode, work = sys.argv[1], sys.argv[2]
     os.makedirs(work, exist_ok=True)
-    {"equiv": case_equiv, "detector": case_detector, "export": case_export, "hostile": case_hostile,
+    {"equiv": case_equiv, "dtypes": case_dtypes, "detector": case_detector, "export": case_export, "hostile": case_hostile,
      "init_from": case_init_from}[mode](work)
     print(f"import_pth {mode}: {len(FAILS)} failed")
     sys.exit(1 if FAILS else 0)

@@ -13,7 +13,7 @@
 #include "io/h5tensor.h"
 #include "nn/net.h"
 #include "nn/pl.h"
-#include "stages/train_ckpt.h"
+#include "stages/train/train_ckpt.h"
 
 int main(int argc, char **argv) {
     if (argc != 10 || strcmp(argv[1], "gtm-forward")) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # mp3d import / export against Debian's python3-torch: tests/import_pth.py MODE in a fresh
-# folder (equiv | detector | export | hostile | init_from). Skipped (77) without torch / h5py.
+# folder (equiv | dtypes | detector | export | hostile | init_from). Skipped (77) without torch / h5py.
 set -u
 MODE=${1:?usage: test_import.sh MODE [TRAIN_TOOL]}
 : "${MP3D_BIN:?}"
