@@ -23,7 +23,8 @@
 #include "io/pth.h"
 #include "nn/net.h"
 #include "nn/pl.h"
-#include "stages/train/detector.h"
+#include "nn/detector.h"
+#include "stages/train/det_common.h"
 #include "stages/stages.h"
 
 enum map_kind { MAP_PLAIN = 0, MAP_MMDET, MAP_MMCLS };
