@@ -19,6 +19,9 @@
 // a zip's DOS date in local time, so zips are identical only under the same TZ; tars always.
 static const time_t ARC_FIXED_MTIME = 1577836800;
 static const size_t ARC_READ_BLOCK = 1 << 16;
+// An entry's declared size is not trusted for the first allocation (a corrupt or hostile header
+// may declare gigabytes); larger entries grow by doubling and are checked against it at the end.
+static const int64_t ARC_MAX_PREALLOC = (int64_t)64 << 20;
 
 struct arc_reader {
     struct archive *a;
@@ -141,7 +144,7 @@ int arc_read_entry(arc_reader *r, uint8_t **buf, size_t *len) {
     if (!r->have_entry)
         return pl_fail(PL_EINVAL, "archive %s: arc_read_entry called without a current entry", r->label);
     r->have_entry = 0;   // the data can be read once
-    size_t cap = r->size >= 0 ? (size_t)r->size + 1 : ARC_READ_BLOCK;
+    size_t cap = r->size >= 0 ? (size_t)PL_MIN(r->size, ARC_MAX_PREALLOC) + 1 : ARC_READ_BLOCK;
     uint8_t *b = pl_malloc(cap, "archive entry");
     if (!b) return PL_ENOMEM;
     size_t n = 0;

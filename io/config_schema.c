@@ -125,6 +125,15 @@ const cfg_key cfg_schema[] = {
     {"infer.output", CFG_STRING, "\"\"", 0, 0, ANY, "HDF5 written with /output"},
     {"inspect.file", CFG_STRING, "\"\"", 0, 0, ANY, "file summarised by mp3d inspect"},
 
+    // --- import / export: PyTorch .pth <-> mp3d checkpoints -------------------------------
+    {"import.from", CFG_STRING, "\"\"", 0, 0, ANY, "PyTorch checkpoint (.pth, zip or legacy format) mp3d import reads"},
+    {"import.out", CFG_STRING, "\"\"", 0, 0, ANY, "mp3d checkpoint (.h5) mp3d import writes"},
+    {"import.map", CFG_STRING, "\"auto\"", 0, 0, "auto|plain|mmdet|mmcls", "state-dict names of the .pth (also for model.init_from = \"x.pth\"); auto: mmcls if backbone.* and head.fc.*, mmdet if backbone.*, else plain"},
+    {"import.depth", CFG_INT, "9", 1, 63, ANY, "input slices of the detector mp3d import builds for a detection task (the GTM depth)"},
+    {"export.checkpoint", CFG_STRING, "\"\"", 0, 0, ANY, "mp3d checkpoint mp3d export reads"},
+    {"export.out", CFG_STRING, "\"\"", 0, 0, ANY, "PyTorch state dict (.pth, zip format) mp3d export writes"},
+    {"export.map", CFG_STRING, "\"plain\"", 0, 0, "plain|mmdet|mmcls", "names written: mp3d's (plain) or mmdet/mmcls-style (backbone.*, head.fc.*)"},
+
     // --- pipeline ----------------------------------------------------------------------
     {"pipeline.dir", CFG_STRING, "\"\"", 0, 0, ANY, "run folder of mp3d run (\"@dir\" in stage settings)"},
     {"pipeline.only", CFG_STRING, "\"\"", 0, 0, ANY, "run only these stages (comma-separated names); empty = all"},

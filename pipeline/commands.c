@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "stages/stages.h"
+#include "stages/train/import.h"
 
 const mp3d_command mp3d_commands[] = {
     {"synth", stage_synth_run, CFG_OPTIONAL, 1, 1, "synth.,output.,run.seed,run.max_bad_fraction", NULL,
@@ -36,6 +37,17 @@ const mp3d_command mp3d_commands[] = {
       {"--iou-continuous", "eval.iou_plus1", "false", "IoU without +1 on widths (MP3D)"},
       {"--keep-noisy", "eval.noisy", "keep", "keep lesions flagged Possibly_noisy (MP3D)"},
       {"--fp-rule", "eval.fp_rule", NULL, "before_next (MULAN) | first_at (3DCE/MP3D)"}}},
+    {"import", stage_import_run, CFG_OPTIONAL, 0, 1, "import.,model.,det.,train.task,run.seed", NULL,
+     "read a PyTorch .pth (mmdet / mmcls / plain state dict) into an mp3d checkpoint, no Python",
+     {{"--from", "import.from", NULL, ".pth file (zip or legacy torch.save format)"},
+      {"--out", "import.out", NULL, "mp3d checkpoint (.h5) to write"},
+      {"--arch", "model.arch", NULL, "resnet3d18 | resnet3dv1c18 | p3d63"},
+      {"--map", "import.map", NULL, "auto | mmdet | mmcls | plain"}}},
+    {"export", stage_export_run, CFG_OPTIONAL, 0, 1, "export.", NULL,
+     "write an mp3d checkpoint's parameters as a PyTorch state dict (.pth, zip format)",
+     {{"--checkpoint", "export.checkpoint", NULL, "mp3d checkpoint (.h5)"},
+      {"--out", "export.out", NULL, ".pth file to write"},
+      {"--map", "export.map", NULL, "plain | mmdet | mmcls"}}},
     {"inspect", stage_inspect_run, CFG_NONE, 0, 0, "", "inspect.file",
      "summarise any file mp3d wrote (shards, checkpoints, detections)", {{0}}},
     {"run", pipeline_run, CFG_REQUIRED, 0, 0, "", NULL,

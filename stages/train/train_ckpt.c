@@ -8,6 +8,7 @@
 #include "io/fileio.h"
 #include "io/h5ckpt.h"
 #include "nn/pl.h"
+#include "stages/train/import.h"
 
 
 // Tensor views of one kind of entry; `momentum` selects the momentum buffer of NN_PARAMs.
@@ -119,7 +120,9 @@ int train_ckpt_resume(train_state *st, nn_params *p, const pl_cfg *cfg, MPI_Comm
         char file[4096];
         if (src[0]) {
             rc = train_ckpt_resolve(file, sizeof file, src, comm);
-            if (!rc) rc = init_from(p, file, comm);
+            size_t fl = strlen(file);
+            int pth = (fl > 4 && !strcmp(file + fl - 4, ".pth")) || (fl > 3 && !strcmp(file + fl - 3, ".pt"));
+            if (!rc) rc = pth ? import_pth_into(p, file, cfg_str(cfg, "import.map"), comm) : init_from(p, file, comm);
             if (rc) return rc;
         }
         return 0;
