@@ -355,13 +355,18 @@ static int load_any(pl_cfg **out, const char *path, const char *text, const char
 // det.anchors_from names the anchors.cfg snippet `mp3d anchors` wrote (det.anchor_scale and
 // det.anchor_ratios): its values replace the config's own, so the resolved config (and so every
 // checkpoint's stored copy) holds the anchors actually used and never needs the file again.
-// Done for configs loaded from files only: a checkpoint's stored text already holds them.
-static int resolve_anchors_from(pl_cfg *c) {
+// Called by the command right before a stage runs (mp3d run plans every stage before the
+// anchors stage has written the file); a checkpoint's stored text already holds the values.
+int cfg_resolve_anchors(pl_cfg *c) {
     const char *af = cfg_str(c, "det.anchors_from");
     if (!af[0]) return 0;
     pl_cfg *snip = NULL;
     int rc = load_any(&snip, af, NULL, NULL, 0);
-    if (rc) return pl_fail(rc, "%s: det.anchors_from = \"%s\": %s", c->path[0] ? c->path : "config", af, pl_last_error());
+    if (rc) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", pl_last_error());
+        return pl_fail(rc, "%s: det.anchors_from = \"%s\": %s", c->path[0] ? c->path : "config", af, msg);
+    }
     char a[512];
     int n = cfg_list_len(snip, "det.anchor_ratios"), off = 0;
     off = snprintf(a, sizeof a, "det.anchor_ratios=[");
@@ -378,12 +383,7 @@ static int resolve_anchors_from(pl_cfg *c) {
 }
 
 int cfg_load(pl_cfg **out, const char *path, const char *const *sets, int nsets) {
-    int rc = load_any(out, path, NULL, sets, nsets);
-    if (!rc && (rc = resolve_anchors_from(*out))) {
-        cfg_destroy(*out);
-        *out = NULL;
-    }
-    return rc;
+    return load_any(out, path, NULL, sets, nsets);
 }
 
 int cfg_load_text(pl_cfg **out, const char *text, const char *label, const char *const *sets, int nsets) {

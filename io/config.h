@@ -45,6 +45,9 @@ const char *cfg_str(const pl_cfg *c, const char *key);  // "" when unset
 int cfg_list_len(const pl_cfg *c, const char *key);
 double cfg_list_float(const pl_cfg *c, const char *key, int i);
 int cfg_set(pl_cfg *c, const char *assignment);         // "key=value", validated
+// det.anchors_from (the anchors.cfg `mp3d anchors` wrote), when set: its det.anchor_scale and
+// det.anchor_ratios replace the config's own. 0, or an error naming the file.
+int cfg_resolve_anchors(pl_cfg *c);
 
 // The fully resolved config as libconfig text (every schema key that has a value), sorted by
 // key: what every output stores as provenance. Valid until the config changes.

@@ -162,6 +162,7 @@ int main(int argc, char **argv) {
     pl_cfg *cfg = NULL;
     double t0 = pl_time();
     int rc = cfg_load(&cfg, a.config, (const char *const *)a.sets, a.nsets);
+    if (!rc && a.sub->run != pipeline_run) rc = cfg_resolve_anchors(cfg);
     if (rc) {
         code = MP3D_EXIT_USAGE;
         goto done;

@@ -464,7 +464,10 @@ static int run_stage(const plan *P, int i, MPI_Comm gcomm) {
     if (ok && grank == 0 && cfg_str(sc, "output.dir")[0]) ok = pl_dir_writable(cfg_str(sc, "output.dir")) == 0;
     MPI_Bcast(&ok, 1, MPI_INT, 0, gcomm);
     if (!ok) code = MP3D_EXIT_FAIL;
-    else if (P->p[i].follow >= 0) code = run_watch(P, i, gcomm);
+    else if (cfg_resolve_anchors(P->p[i].cfg)) {
+        LOG_ERROR("pipeline: stage:%s: %s", P->st[i].name, pl_last_error());
+        code = MP3D_EXIT_USAGE;
+    } else if (P->p[i].follow >= 0) code = run_watch(P, i, gcomm);
     else code = find_fn(P->st[i].command)(sc, gcomm);
     MPI_Allreduce(MPI_IN_PLACE, &code, 1, MPI_INT, MPI_MAX, gcomm);
     LOG0("pipeline: stage:%s exit:%d elapsed:%.1fs", P->st[i].name, code, pl_time() - t0);
