@@ -65,7 +65,7 @@ const cfg_key cfg_schema[] = {
     {"train.label_smoothing", CFG_FLOAT, "0.1", 0, 1, ANY, "label smoothing of the cross-entropy"},
     {"train.crop", CFG_INT, "224", 8, 4096, ANY, "training crop size (random resized crop)"},
     {"train.min_scale", CFG_FLOAT, "0.08", 0.01, 1, ANY, "random resized crop: smallest area fraction"},
-    {"train.random_crop", CFG_BOOL, "true", 0, 0, ANY, "classify: random resized crop; false = centre crop of train.crop (as validation)"},
+    {"train.crop_mode", CFG_STRING, "\"rrc\"", 0, 0, "rrc|random|center", "classify training crop: random resized crop (train.min_scale..1, aspect 3/4..4/3) resized to train.crop; random = torchvision RandomCrop(train.crop), no resizing; center = as validation"},
     {"train.flip", CFG_BOOL, "true", 0, 0, ANY, "classify: random horizontal flip"},
     {"train.slice_shuffle", CFG_BOOL, "true", 0, 0, ANY, "random order of the three VDT slices"},
     {"train.mean", CFG_FLOAT, "114.495", -1e6, 1e6, ANY, "input normalisation mean"},

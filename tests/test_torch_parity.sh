@@ -37,7 +37,7 @@ train = {
   warmup_iters = $WARM; warmup_factor = $WFACTOR;
   momentum = $MOM; nesterov = $NESTEROV; weight_decay = $WD; wd_norm_bias = $WNB;
   label_smoothing = $EPS; mean = $MEAN; std = $STD;
-  crop = $S; random_crop = false; flip = false; slice_shuffle = false;
+  crop = $S; crop_mode = "center"; flip = false; slice_shuffle = false;
   val_every = 0.0; ckpt_every = $STEPS; log_every = 1;
 };
 EOF
