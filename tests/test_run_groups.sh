@@ -36,8 +36,8 @@ mpirun -np 2 "$BIN" run "$DEMO" --dry-run --set pipeline.dir="$T/run" "${FAST[@]
 for want in "wave:1 group:0 ranks:2 world_ranks:0-1 stages:synth" \
             "wave:2 group:1 ranks:1 world_ranks:0-0 stages:preprocess,vdt_coco,anchors" \
             "wave:2 group:2 ranks:1 world_ranks:1-1 stages:vdt_imagenet" \
-            "stage:finetune command:train after:preprocess,pretrain follow:- " \
-            "stage:watch command:evaluate after:preprocess,pretrain follow:finetune ranks:1 "; do
+            "stage:finetune command:train after:preprocess,pretrain,anchors follow:- " \
+            "stage:watch command:evaluate after:preprocess,pretrain,anchors follow:finetune ranks:1 "; do
     grep -qF -- "$want" "$T/dry2.log" && ok "dry-run -np 2: '$want'" || bad "dry-run -np 2 lacks '$want'"
 done
 [ ! -e "$T/run" ] && ok "dry-run wrote nothing" || bad "dry-run created $T/run"

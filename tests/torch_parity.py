@@ -174,9 +174,17 @@ def cmd_run(cfg_path, perturb):
     model, opt, losses = train_torch(c, perturb, torch.float64)
     model32, opt32, losses32 = train_torch(c, perturb, torch.float32)
 
+    ok = True
+    for d in c["mp3d_dirs"]:
+        ok = compare(c, perturb, d["dir"], d["label"], model, opt, losses, model32, opt32, losses32) and ok
+    sys.exit(0 if ok else 1)
+
+
+def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, losses32):
+    """mp3d's run in mp3d_dir against the PyTorch float64 run; prints the figures; True if within tolerance."""
     # mp3d's side: per-step losses from metrics.jsonl (train.log_every = 1), final checkpoint.
     ml = {}
-    for line in open(os.path.join(c["mp3d_dir"], "metrics.jsonl")):
+    for line in open(os.path.join(mp3d_dir, "metrics.jsonl")):
         r = json.loads(line)
         if r.get("stage") == "train" and "loss" in r:
             ml[r["step"]] = (r["loss"], r["lr"])
@@ -186,7 +194,7 @@ def cmd_run(cfg_path, perturb):
     worst_lr = max(abs(ml[it + 1][1] - lr_at(c, it)) / max(lr_at(c, it), 1e-30) for it in range(K))
     for it in range(K):
         if it in (0, 1, 2, 4, 9, 14) or it == K - 1 or os.environ.get("TORCH_PARITY_VERBOSE"):
-            print(f"torch_parity: step:{it + 1} lr:{lr_at(c, it):.6g} loss_mp3d:{ml[it + 1][0]:.6f} "
+            print(f"torch_parity: {label} step:{it + 1} lr:{lr_at(c, it):.6g} loss_mp3d:{ml[it + 1][0]:.6f} "
                   f"loss_torch64:{losses[it]:.6f} rel:{rl[it]:.1e} (torch f32 vs f64: {rl32[it]:.1e})")
 
     # Final tensors: relative L2 difference ||a - b|| / ||b|| per tensor (max over tensors) and
@@ -197,7 +205,7 @@ def cmd_run(cfg_path, perturb):
     pnames32 = dict(model32.named_parameters())
     pnames = dict(model.named_parameters())
     groups = {"params": [], "buffers": [], "momentum": []}
-    with h5py.File(os.path.join(c["mp3d_dir"], f"ckpt_{K:08d}.h5"), "r") as f:
+    with h5py.File(os.path.join(mp3d_dir, f"ckpt_{K:08d}.h5"), "r") as f:
         for name, t in sd.items():
             if name.endswith("num_batches_tracked"):
                 if int(f["buffers"][name][()]) != int(t):
@@ -225,19 +233,19 @@ def cmd_run(cfg_path, perturb):
             floor = f" (torch f32 vs f64: {math.sqrt(n32 / den):.1e})"
         figures[g] = math.sqrt(num / max(den, 1e-30))
         worst_t = max(per)
-        print(f"torch_parity: final {g}: rel_l2:{figures[g]:.2e}{floor} worst_tensor_rel_l2:{worst_t[0]:.2e} "
+        print(f"torch_parity: {label} final {g}: rel_l2:{figures[g]:.2e}{floor} worst_tensor_rel_l2:{worst_t[0]:.2e} "
               f"({worst_t[1]}) max_elem_rel:{pmax:.1e}")
     tol = c["tol"]
-    print(f"torch_parity: steps:{K} perturb:{perturb or 'none'} rel_loss_step{K}:{rl[-1]:.2e} "
+    print(f"torch_parity: {label} steps:{K} perturb:{perturb or 'none'} rel_loss_step{K}:{rl[-1]:.2e} "
           f"max_rel_loss:{max(rl):.2e} (torch f32 vs f64: {max(rl32):.1e}) max_rel_lr:{worst_lr:.1e} "
           f"params_rel_l2:{figures['params']:.2e} momentum_rel_l2:{figures.get('momentum', 0):.2e}")
     # Momentum buffers hold the last gradients, which near the optimum are small enough that one
     # ReLU flipping between two float32 codes moves them at the 1e-3 level: they get tol_state.
     ok = max(rl) < tol and figures["params"] < tol and worst_lr < 1e-6
     ok = ok and figures.get("buffers", 0) < tol and figures.get("momentum", 0) < c["tol_state"]
-    print("torch_parity: " + ("ok" if ok else "FAIL") + f" (tolerance {tol:g} on every loss, the parameters and "
+    print(f"torch_parity: {label} " + ("ok" if ok else "FAIL") + f" (tolerance {tol:g} on every loss, the parameters and "
           f"the BatchNorm buffers, {c['tol_state']:g} on the momentum buffers; relative L2)")
-    sys.exit(0 if ok else 1)
+    return ok
 
 
 def main():

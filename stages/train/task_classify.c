@@ -1,6 +1,7 @@
 // task_classify: VDT classification pre-training (CSPR recipe) on an `mp3d vdt` ImageNet shard:
 // samples (1, 3, S, S) uint8 (the colour axis is z) with a label each. Training: random resized
-// crop to train.crop, horizontal flip, random order of the three slices, (x - mean) / std,
+// crop to train.crop (or a plain random / centre crop: train.crop_mode), horizontal flip
+// (train.flip), random order of the three slices (train.slice_shuffle), (x - mean) / std,
 // label-smoothed cross-entropy. Validation: centre crop, top-1 / top-5, sharded over ranks.
 #include <math.h>
 #include <stdlib.h>
@@ -17,13 +18,15 @@
 static const char *const DATA_NAME = "images";   // (N, 1, 3, S, S) uint8, written by mp3d vdt
 static const char *const LABEL_NAME = "label";   // (N) int64
 
+enum { CROP_RRC, CROP_RANDOM, CROP_CENTER };   // train.crop_mode
+
 typedef struct {
     nn_net *net;
     h5shard_reader *tr, *va;
     int64_t ntr, nva;
     int D, S;                 // stored sample (1, D, S, S)
     int64_t *ltr, *lva;       // labels
-    int crop, rrc, plain_crop, flip, shuffle, classes, bmax;
+    int crop, crop_mode, flip, shuffle, classes, bmax;
     double smin, eps;
     float mean, std;
     uint64_t seed;
@@ -73,9 +76,12 @@ static int cls_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
         c->lab[i] = c->ltr[idx[i]];
         pl_rng r;
         pl_rng_seed(&r, aug_sample_seed(c->seed, epoch, idx[i]));
-        aug_box b = !c->rrc ? aug_center_box(c->S, c->S, c->crop)
-                    : c->plain_crop ? aug_random_box(&r, c->S, c->S, c->crop)
-                                    : aug_rrc_params(&r, c->S, c->S, c->smin, 1.0, 3.0 / 4.0, 4.0 / 3.0);
+        aug_box b = aug_center_box(c->S, c->S, c->crop);
+        if (c->crop_mode == CROP_RRC) {
+            b = aug_rrc_params(&r, c->S, c->S, c->smin, 1.0, 3.0 / 4.0, 4.0 / 3.0);
+        } else if (c->crop_mode == CROP_RANDOM) {   // torchvision RandomCrop: top, left uniform
+            b = aug_random_box(&r, c->S, c->S, c->crop);
+        }
         int flip = pl_rng_uniform(&r) < 0.5 && c->flip;
         int order[8] = {0, 1, 2, 3, 4, 5, 6, 7};
         if (c->shuffle) {
@@ -202,8 +208,8 @@ int task_classify_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
         goto fail;
     }
     c->smin = cfg_float(cfg, "train.min_scale");
-    c->rrc = cfg_bool(cfg, "train.random_crop");
-    c->plain_crop = !strcmp(cfg_str(cfg, "train.crop_mode"), "crop");
+    const char *cm = cfg_str(cfg, "train.crop_mode");
+    c->crop_mode = !strcmp(cm, "random") ? CROP_RANDOM : !strcmp(cm, "center") ? CROP_CENTER : CROP_RRC;
     c->flip = cfg_bool(cfg, "train.flip");
     c->shuffle = cfg_bool(cfg, "train.slice_shuffle");
     c->eps = cfg_float(cfg, "train.label_smoothing");
