@@ -1,0 +1,8 @@
+# Reliability (issue 16): faults a hostile user or a full disk would cause. Hang tests run at 2
+# and 3 ranks and must finish well inside their TIMEOUT (a hang is a timeout = failure).
+add_executable(rel_tool rel_tool.c)
+target_link_libraries(rel_tool PRIVATE mp3d_stages)
+foreach(np 2 3)
+  mp3d_script_test(test_rel_step_fail_np${np} test_rel.sh TIMEOUT 120 LABELS "mpi;reliability"
+                   ARGS step_fail ${np} $<TARGET_FILE:rel_tool>)
+endforeach()

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Reliability cases of issue 16, through the real mp3d binary under mpirun (hangs are caught by
+# `timeout` here and by the ctest TIMEOUT): test_rel.sh CASE NP REL_TOOL
+#   step_fail   one bad sample (an inverted box written into the train shard) on one rank:
+#               every rank stops within the timeout, exit 1, the error names shard and sample
+#   ckpt_full   output.dir on a 2 MB tmpfs: the checkpoint write fails with ENOSPC on every rank:
+#               exit 1 within the timeout, no crash, no .tmp left, the previous checkpoint valid
+set -u
+CASE=${1:?usage: test_rel.sh CASE NP REL_TOOL}
+NP=${2:?}
+TOOL=${3:?}
+BIN=${MP3D_BIN:?MP3D_BIN not set}
+T=$(mktemp -d /tmp/mp3d_rel.XXXXXX)
+MNT=""
+cleanup() { [ -n "$MNT" ] && umount "$MNT" 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+fail=0
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+LIMIT=90   # seconds; a healthy run takes a few
+
+fixture_pp() {   # synthetic DeepLesion cohort -> preprocess shards in $T/pp
+    "$BIN" synth --set output.dir="$T/data" --set synth.scale=tiny >"$T/synth.log" 2>&1 || { echo "FAIL synth"; cat "$T/synth.log"; exit 1; }
+    "$BIN" preprocess "$MP3D_SOURCE_DIR/configs/demo_preprocess.cfg" --set input.root="$T/data/deeplesion" \
+        --set output.dir="$T/pp" >"$T/pp.log" 2>&1 || { echo "FAIL preprocess"; cat "$T/pp.log"; exit 1; }
+}
+det_cfg() {   # a detector small enough for a few-second run
+    cat >"$T/det.cfg" <<CFG
+input = { root = "$T/pp"; };
+output = { dir = "$1"; };
+model = { arch = "resnet3dv1c18"; width = 0.125; norm = "gn"; gn_groups = 4; };
+train = { task = "detect"; batch = 6; lr = 0.01; lr_batch = 4; max_steps = $2; ckpt_every = 1; ckpt_keep = 2; val_every = 0.0; };
+det = { train_sizes = [64]; test_size = 64; fpn_channels = 16; fc_dim = 32; rpn_pre_nms = 100; rpn_post_nms = 50; roi_samples = 32; };
+CFG
+}
+
+case "$CASE" in
+step_fail)
+    fixture_pp
+    "$TOOL" set-box "$T/pp/train.h5" 3 60 60 40 40 || exit 1
+    det_cfg "$T/out" 3
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run.log" 2>&1; rc=$?
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && bad "train hung (killed after $LIMIT s)"
+    [ $rc -eq 1 ] && ok "exit 1 at $NP ranks" || bad "exit $rc, want 1"
+    grep -q "ERROR .*train.h5: sample 2 (.*) box row 3 is (60, 60, 40, 40)" "$T/run.log" && ok "error names shard, sample and box row" || bad "no error naming the sample"
+    grep -q "train: step:0 failed on rank" "$T/run.log" && ok "rank 0 reports the failing rank" || bad "no agreed-failure line"
+    ;;
+ckpt_full)
+    fixture_pp
+    mkdir -p "$T/full"
+    if ! mount -t tmpfs -o size=2m tmpfs "$T/full" 2>/dev/null; then echo "skip: cannot mount a tmpfs (needs root)"; exit 77; fi
+    MNT="$T/full"
+    det_cfg "$T/full/out" 2
+    # a checkpoint of this model is ~4.5 MB: the first one fills the 2 MB disk.
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run.log" 2>&1; rc=$?
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && bad "train hung (killed after $LIMIT s)"
+    [ $rc -eq 1 ] && ok "exit 1 at $NP ranks" || bad "exit $rc, want 1"
+    grep -qi "segmentation\|signal 11\|core dumped\|exited on signal" "$T/run.log" && bad "a rank crashed" || ok "no crash"
+    ls "$T/full/out" 2>/dev/null | grep -q '\.tmp$' && bad "a .tmp file was left: $(ls "$T/full/out")" || ok "no .tmp left"
+    grep -q "ERROR .*ckpt_00000001.h5.tmp" "$T/run.log" && ok "the error names the checkpoint file" || bad "no error naming the checkpoint"
+    # a previous checkpoint stays valid: a run with room writes step 1, then the disk is filled
+    umount "$T/full"; MNT=""
+    mount -t tmpfs -o size=8m tmpfs "$T/full" && MNT="$T/full"
+    det_cfg "$T/full/out" 1
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run1.log" 2>&1 || bad "first run with room exited $?"
+    dd if=/dev/zero of="$T/full/filler" bs=1M count=8 2>/dev/null   # fills the rest
+    det_cfg "$T/full/out" 2
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run2.log" 2>&1; rc=$?
+    [ $rc -eq 1 ] && ok "disk full on the second checkpoint: exit 1" || bad "second run exit $rc, want 1"
+    ls "$T/full/out" | grep -q '\.tmp$' && bad "a .tmp file was left" || ok "no .tmp left after the second failure"
+    rm -f "$T/full/filler"
+    det_cfg "$T/full/out" 1
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run3.log" 2>&1 || bad "resume exited $?"
+    grep -q "already complete at step 1" "$T/run3.log" && ok "the previous checkpoint (step 1) is still valid" || bad "step-1 checkpoint not usable: $(tail -3 "$T/run3.log")"
+    ;;
+*) echo "unknown case $CASE"; exit 2 ;;
+esac
+if [ $fail -ne 0 ]; then echo "--- log"; tail -30 "$T/run.log"; fi
+exit $fail
