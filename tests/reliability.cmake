@@ -6,3 +6,8 @@ foreach(np 2 3)
   mp3d_script_test(test_rel_step_fail_np${np} test_rel.sh TIMEOUT 120 LABELS "mpi;reliability"
                    ARGS step_fail ${np} $<TARGET_FILE:rel_tool>)
 endforeach()
+# Disk full during a checkpoint write (a 2 MB tmpfs as output.dir; skipped without root).
+foreach(np 1 2 3)
+  mp3d_script_test(test_rel_ckpt_full_np${np} test_rel.sh TIMEOUT 180 LABELS "mpi;reliability"
+                   ARGS ckpt_full ${np} $<TARGET_FILE:rel_tool>)
+endforeach()

@@ -12,7 +12,7 @@ TOOL=${3:?}
 BIN=${MP3D_BIN:?MP3D_BIN not set}
 T=$(mktemp -d /tmp/mp3d_rel.XXXXXX)
 MNT=""
-cleanup() { [ -n "$MNT" ] && umount "$MNT" 2>/dev/null; rm -rf "$T"; }
+cleanup() { [ -n "$MNT" ] && umount "$MNT" 2>/dev/null; [ -n "$MNT" ] && umount "$MNT" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
 fail=0
 ok() { echo "ok   $*"; }
@@ -63,11 +63,17 @@ ckpt_full)
     mount -t tmpfs -o size=8m tmpfs "$T/full" && MNT="$T/full"
     det_cfg "$T/full/out" 1
     timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run1.log" 2>&1 || bad "first run with room exited $?"
-    dd if=/dev/zero of="$T/full/filler" bs=1M count=8 2>/dev/null   # fills the rest
-    det_cfg "$T/full/out" 2
-    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run2.log" 2>&1; rc=$?
-    [ $rc -eq 1 ] && ok "disk full on the second checkpoint: exit 1" || bad "second run exit $rc, want 1"
-    ls "$T/full/out" | grep -q '\.tmp$' && bad "a .tmp file was left" || ok "no .tmp left after the second failure"
+    # (a) 2 MB left: the write fails part-way through the data; (b) nothing left at all
+    for left in 2 0; do
+        rm -f "$T/full/filler"
+        avail=$(df --output=avail -B1 "$T/full" | tail -1)
+        fallocate -l $((avail - left * 1048576)) "$T/full/filler" 2>/dev/null || dd if=/dev/zero of="$T/full/filler" bs=64k 2>/dev/null
+        det_cfg "$T/full/out" 2
+        timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run2.log" 2>&1; rc=$?
+        [ $rc -eq 1 ] && ok "disk full ($left MB left) at the second checkpoint: exit 1" || bad "second run ($left MB left) exit $rc, want 1: $(grep -E 'ERROR|signal' "$T/run2.log" | head -3)"
+        ls -a "$T/full/out" | grep -q '\.tmp$\|reserve' && bad "a temporary file was left ($left MB left): $(ls -a "$T/full/out")" || ok "no temporary file left ($left MB left)"
+        grep -q "ERROR .*ckpt_00000002.h5.tmp" "$T/run2.log" && ok "the error names the checkpoint file" || bad "no error naming ckpt_00000002.h5.tmp"
+    done
     rm -f "$T/full/filler"
     det_cfg "$T/full/out" 1
     timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run3.log" 2>&1 || bad "resume exited $?"
