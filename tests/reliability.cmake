@@ -11,3 +11,5 @@ foreach(np 1 2 3)
   mp3d_script_test(test_rel_ckpt_full_np${np} test_rel.sh TIMEOUT 180 LABELS "mpi;reliability"
                    ARGS ckpt_full ${np} $<TARGET_FILE:rel_tool>)
 endforeach()
+# Bad DL_info.csv rows (preprocess, serial).
+mp3d_script_test(test_rel_pp_rows test_rel.sh TIMEOUT 60 LABELS reliability ARGS pp_rows 1 $<TARGET_FILE:rel_tool>)

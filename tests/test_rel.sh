@@ -79,6 +79,37 @@ ckpt_full)
     timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run3.log" 2>&1 || bad "resume exited $?"
     grep -q "already complete at step 1" "$T/run3.log" && ok "the previous checkpoint (step 1) is still valid" || bad "step-1 checkpoint not usable: $(tail -3 "$T/run3.log")"
     ;;
+pp_rows)
+    "$BIN" synth --set output.dir="$T/data" --set synth.scale=tiny >"$T/synth.log" 2>&1 || { echo "FAIL synth"; exit 1; }
+    python3 - "$T/data/deeplesion/DL_info.csv" <<'PY' || exit 1
+import csv, sys
+p = sys.argv[1]
+rows = list(csv.reader(open(p, newline='')))
+h = rows[0]
+c = {n: i for i, n in enumerate(h)}
+def put(line, col, val): rows[line - 1][c[col]] = val
+put(2, 'Image_size', '64, 64')                          # first train row: a wrong but plausible size
+put(5, 'Bounding_boxes', '70, 70, 50, 50')              # inverted box
+put(6, 'Slice_range', '40, 20')                         # inverted slice range
+put(7, 'Spacing_mm_px_', '0.8, 0.8, 1e30')              # absurd slice interval
+put(8, 'Bounding_boxes', '10, 10, 1e30, 1e30')          # huge box
+put(9, 'Bounding_boxes', '300, 300, 320, 320')          # entirely outside a 128x128 image
+csv.writer(open(p, 'w', newline=''), lineterminator='\n').writerows(rows)
+PY
+    "$BIN" preprocess "$MP3D_SOURCE_DIR/configs/demo_preprocess.cfg" --set input.root="$T/data/deeplesion" \
+        --set output.dir="$T/pp" --set run.max_bad_fraction=0.9 >"$T/run.log" 2>&1; rc=$?
+    [ $rc -eq 0 ] && ok "preprocess exit 0 with max_bad_fraction 0.9" || bad "preprocess exit $rc"
+    for l in 5 6 7 8 9; do
+        grep -q "^preprocess,DL_info.csv,line $l," "$T/pp/quarantine.csv" && ok "CSV line $l quarantined" || bad "CSV line $l not in quarantine.csv"
+    done
+    grep -q "^preprocess,DL_info.csv,line 2," "$T/pp/quarantine.csv" && bad "line 2 (plausible Image_size) quarantined" || ok "line 2 kept"
+    dims=$(h5dump -H -d images "$T/pp/train.h5" 2>/dev/null | grep -o 'SIMPLE { ( [0-9, ]* )' | head -1)
+    echo "$dims" | grep -q ", 128, 128 )" && ok "train split stored at 128x128 ($dims)" || bad "train split dims $dims, want 128x128"
+    n=$(h5dump -H -d images "$T/pp/train.h5" 2>/dev/null | grep -o 'SIMPLE { ( [0-9]*' | grep -o '[0-9]*$')
+    [ "${n:-0}" -ge 2 ] && ok "train split keeps $n key slices" || bad "train split has ${n:-0} key slices"
+    h5dump -d boxes -w 0 "$T/pp/train.h5" | awk -F'[:,]' '/^ *\([0-9]+,0\)/ { if ($4+0 <= $2+0 || $5+0 <= $3+0) bad = 1 } END { exit bad }' \
+        && ok "no inverted box stored" || bad "an inverted box was stored"
+    ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac
 if [ $fail -ne 0 ]; then echo "--- log"; tail -30 "$T/run.log"; fi
