@@ -715,6 +715,7 @@ int stage_vdt_run(const pl_cfg *cfg, MPI_Comm comm) {
     MPI_Comm_rank(comm, &rank);
     if (cfg_require(cfg, "input.root") || cfg_require(cfg, "output.dir")) return MP3D_EXIT_USAGE;
     const char *outdir = cfg_str(cfg, "output.dir"), *dataset = cfg_str(cfg, "vdt.dataset");
+    img_set_max_pixels((int64_t)(cfg_float(cfg, "vdt.max_megapixels") * 1e6));
     if (cfg_int(cfg, "vdt.crop") > cfg_int(cfg, "vdt.short_side")) {
         LOG0("vdt: vdt.crop = %lld is larger than vdt.short_side = %lld (the crop must fit the resized short side)",
              (long long)cfg_int(cfg, "vdt.crop"), (long long)cfg_int(cfg, "vdt.short_side"));

@@ -13,3 +13,5 @@ foreach(np 1 2 3)
 endforeach()
 # Bad DL_info.csv rows (preprocess, serial).
 mp3d_script_test(test_rel_pp_rows test_rel.sh TIMEOUT 60 LABELS reliability ARGS pp_rows 1 $<TARGET_FILE:rel_tool>)
+# Image decoders: pixel limit, corrupt JPEG data (serial).
+mp3d_test(test_rel_image test_rel_image.c TIMEOUT 60 LABELS reliability)
