@@ -15,3 +15,8 @@ endforeach()
 mp3d_script_test(test_rel_pp_rows test_rel.sh TIMEOUT 60 LABELS reliability ARGS pp_rows 1 $<TARGET_FILE:rel_tool>)
 # Image decoders: pixel limit, corrupt JPEG data (serial).
 mp3d_test(test_rel_image test_rel_image.c TIMEOUT 60 LABELS reliability)
+# Data lost in damaged archives is counted (vdt).
+foreach(np 1 2)
+  mp3d_script_test(test_rel_vdt_loss_np${np} test_rel.sh TIMEOUT 120 LABELS "mpi;reliability"
+                   ARGS vdt_loss ${np} $<TARGET_FILE:rel_tool>)
+endforeach()

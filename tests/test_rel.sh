@@ -110,6 +110,44 @@ PY
     h5dump -d boxes -w 0 "$T/pp/train.h5" | awk -F'[:,]' '/^ *\([0-9]+,0\)/ { if ($4+0 <= $2+0 || $5+0 <= $3+0) bad = 1 } END { exit bad }' \
         && ok "no inverted box stored" || bad "an inverted box was stored"
     ;;
+vdt_loss)
+    "$BIN" synth --set output.dir="$T/data" --set synth.scale=tiny >"$T/synth.log" 2>&1 || { echo "FAIL synth"; exit 1; }
+    I="$T/data/imagenet"
+    mkdir -p "$T/tr" "$T/zero"
+    cp "$I"/LOC_* "$I/ILSVRC2012_img_val.tar" "$T/tr/"
+    cp "$I"/LOC_* "$I/ILSVRC2012_img_val.tar" "$T/zero/"
+    sz=$(stat -c %s "$I/ILSVRC2012_img_train.tar")
+    head -c $((sz / 2)) "$I/ILSVRC2012_img_train.tar" >"$T/tr/ILSVRC2012_img_train.tar"
+    : >"$T/zero/ILSVRC2012_img_train.tar"
+    vdt() { timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" vdt "$MP3D_SOURCE_DIR/configs/demo_vdt_imagenet.cfg" --set vdt.splits=train "$@"; }
+    vdt --set input.root="$T/tr" --set output.dir="$T/o_tr" >"$T/run.log" 2>&1; rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && ok "truncated train tar: exit $rc" || bad "truncated train tar: exit $rc, want non-zero"
+    grep -q "lost_inner_tars:2 lost_images_estimated:12" "$T/run.log" && ok "lost images counted (12 of 24)" || bad "lost images not counted: $(grep -E 'lost|skipped' "$T/run.log" | head -3)"
+    grep -q "exceeds run.max_bad_fraction" "$T/run.log" && ok "judged against run.max_bad_fraction" || bad "no bad-fraction verdict"
+    vdt --set input.root="$T/zero" --set output.dir="$T/o_zero" >"$T/run.log" 2>&1; rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && ok "0-byte train tar: exit $rc" || bad "0-byte train tar: exit $rc"
+    grep -q "ERROR .*ILSVRC2012_img_train.tar" "$T/run.log" && ok "0-byte train tar: an ERROR line naming it" || bad "0-byte train tar: no ERROR line"
+    # COCO: one image's file_name is not in train2017.zip
+    cp -r "$T/data/coco" "$T/coco"
+    python3 - "$T/coco/annotations_trainval2017.zip" <<'PY' || exit 1
+import json, sys, zipfile
+p = sys.argv[1]
+with zipfile.ZipFile(p) as z: files = {n: z.read(n) for n in z.namelist()}
+n = 'annotations/instances_train2017.json'
+j = json.loads(files[n])
+ims = sorted(j['images'], key=lambda x: x['id'])
+ims[2]['file_name'] = 'missing.jpg'
+j['images'] = ims
+files[n] = json.dumps(j).encode()
+with zipfile.ZipFile(p, 'w') as z:
+    for k, v in files.items(): z.writestr(k, v)
+PY
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" vdt "$MP3D_SOURCE_DIR/configs/demo_vdt_coco.cfg" --set vdt.splits=train \
+        --set input.root="$T/coco" --set output.dir="$T/o_coco" --set run.max_bad_fraction=0.2 >"$T/run.log" 2>&1; rc=$?
+    [ $rc -eq 0 ] && ok "COCO with one missing file: exit 0" || bad "COCO with one missing file: exit $rc"
+    grep -q "missing.jpg,image listed in the annotations but missing" "$T/o_coco/quarantine.csv" 2>/dev/null && ok "only that image quarantined" || bad "missing.jpg not quarantined"
+    grep -q "split:train samples:11 " "$T/run.log" && ok "the other 11 images stored" || bad "not 11 samples: $(grep samples: "$T/run.log")"
+    ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac
 if [ $fail -ne 0 ]; then echo "--- log"; tail -30 "$T/run.log"; fi
