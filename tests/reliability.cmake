@@ -20,3 +20,7 @@ foreach(np 1 2)
   mp3d_script_test(test_rel_vdt_loss_np${np} test_rel.sh TIMEOUT 120 LABELS "mpi;reliability"
                    ARGS vdt_loss ${np} $<TARGET_FILE:rel_tool>)
 endforeach()
+# mp3d froc on files that are not detection CSVs; mp3d infer writing over its input.
+mp3d_script_test(test_rel_froc_input test_rel.sh TIMEOUT 60 LABELS reliability ARGS froc_input 1 $<TARGET_FILE:rel_tool>)
+mp3d_script_test(test_rel_infer_io test_rel.sh TIMEOUT 60 LABELS reliability
+                 ARGS infer_io 1 $<TARGET_FILE:rel_tool> $<TARGET_FILE:train_tool>)

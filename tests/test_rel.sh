@@ -148,6 +148,50 @@ PY
     grep -q "missing.jpg,image listed in the annotations but missing" "$T/o_coco/quarantine.csv" 2>/dev/null && ok "only that image quarantined" || bad "missing.jpg not quarantined"
     grep -q "split:train samples:11 " "$T/run.log" && ok "the other 11 images stored" || bad "not 11 samples: $(grep samples: "$T/run.log")"
     ;;
+froc_input)
+    fixture_pp
+    TRUTH="$T/data/deeplesion/DL_info.csv"
+    froc() { timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" froc --truth "$TRUTH" --detections "$1" --out "$T/f_$2" --set eval.split=train; }
+    : >"$T/empty.csv"
+    head -c 4096 /dev/urandom >"$T/binary.csv"
+    printf 'a;b;c\n1;2;3\nhello\n' >"$T/other.csv"
+    for k in empty binary other; do
+        froc "$T/$k.csv" "$k" >"$T/run.log" 2>&1; rc=$?
+        [ $rc -ne 0 ] && [ $rc -ne 124 ] && ok "froc on a $k file: exit $rc" || bad "froc on a $k file: exit $rc, want an error"
+        grep -q "ERROR froc: .*$k.csv" "$T/run.log" && ok "froc on a $k file: ERROR naming it" || bad "froc on a $k file: no ERROR line"
+    done
+    name=$(awk -F, 'NR == 2 { print $1 }' "$TRUTH")
+    printf '\xef\xbb\xbfFile_name,x1,y1,x2,y2,score\n%s,10,10,30,30,0.5\n' "$name" >"$T/bom.csv"
+    froc "$T/bom.csv" bom >"$T/run.log" 2>&1 && ok "a UTF-8 BOM before the header is accepted" || bad "BOM file: exit $?: $(grep -E 'ERROR|skipped' "$T/run.log" | head -2)"
+    grep -q "skipped" "$T/run.log" && bad "BOM file: a line was skipped" || ok "BOM file: no line skipped"
+    printf 'File_name,x1,y1,x2,y2,score\n' >"$T/header.csv"
+    froc "$T/header.csv" header >"$T/run.log" 2>&1 && ok "a header alone (no detections) still scores" || bad "header-only file: exit $?"
+    ;;
+infer_io)
+    TT=${4:?infer_io needs TRAIN_TOOL}
+    "$TT" make-shard "$T/data" 16 8 16 2 3 >/dev/null || { echo "FAIL make-shard"; exit 1; }
+    cat >"$T/c.cfg" <<CFG
+input = { root = "$T/data"; };
+output = { dir = "$T/out"; };
+model = { arch = "resnet3dv1c18"; width = 0.125; norm = "gn"; gn_groups = 4; num_classes = 2; };
+train = { batch = 8; crop = 12; max_steps = 1; ckpt_every = 1; val_every = 0.0; };
+CFG
+    "$BIN" train "$T/c.cfg" >"$T/train.log" 2>&1 || { echo "FAIL train"; tail -5 "$T/train.log"; exit 1; }
+    "$TT" make-input "$T/data" 12 114.495 57.63 "$T/x.h5" || { echo "FAIL make-input"; exit 1; }
+    sum=$(md5sum <"$T/x.h5")
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" infer --checkpoint "$T/out/ckpt_00000001.h5" --input "$T/x.h5" --output "$T/x.h5" >"$T/run.log" 2>&1; rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && ok "--input x --output x refused (exit $rc)" || bad "--input x --output x: exit $rc"
+    [ "$(md5sum <"$T/x.h5")" = "$sum" ] && ok "the input file is intact" || bad "the input file was modified"
+    grep -q "ERROR infer: --output .* is the same file as --input" "$T/run.log" && ok "the error says why" || bad "no error line"
+    ln -s "$T/x.h5" "$T/alias.h5"
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" infer --checkpoint "$T/out/ckpt_00000001.h5" --input "$T/x.h5" --output "$T/alias.h5" >"$T/run.log" 2>&1 \
+        && bad "--output through a symlink to the input accepted" || ok "--output through a symlink to the input refused"
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" infer --checkpoint "$T/out/ckpt_00000001.h5" --input "$T/x.h5" --output "$T/y.h5" >"$T/run.log" 2>&1 \
+        && ok "a distinct output works" || bad "a distinct output failed: $(tail -3 "$T/run.log")"
+    "$TOOL" set-f32 "$T/x.h5" input 500 nan || exit 1
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" infer --checkpoint "$T/out/ckpt_00000001.h5" --input "$T/x.h5" --output "$T/z.h5" >"$T/run.log" 2>&1; rc=$?
+    [ $rc -ne 0 ] && grep -q "sample 1 holds a non-finite value" "$T/run.log" && ok "NaN input: error naming sample 1" || bad "NaN input: exit $rc, $(grep ERROR "$T/run.log" | head -2)"
+    ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac
 if [ $fail -ne 0 ]; then echo "--- log"; tail -30 "$T/run.log"; fi
