@@ -17,7 +17,7 @@
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
-static void install_signals(void) {
+void trainer_install_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -151,7 +151,7 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
     if (gradsync_init(&gs, comm, P->grads, P->nparams, bucket)) { metrics_close(metrics); return MP3D_EXIT_FAIL; }
     int64_t *perm = pl_malloc(sizeof(int64_t) * (size_t)t->n_train, "epoch permutation");
     if (!perm) { gradsync_free(&gs); metrics_close(metrics); return MP3D_EXIT_FAIL; }
-    install_signals();
+    trainer_install_signals();
 
     LOG0("train: task:%s samples:%lld batch:%lld ranks:%d steps_per_epoch:%lld total_steps:%lld lr:%g params:%zu",
          t->name, (long long)t->n_train, (long long)B, size, (long long)spe, (long long)total, sch.base_lr, P->nparams);

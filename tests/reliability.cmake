@@ -24,3 +24,8 @@ endforeach()
 mp3d_script_test(test_rel_froc_input test_rel.sh TIMEOUT 60 LABELS reliability ARGS froc_input 1 $<TARGET_FILE:rel_tool>)
 mp3d_script_test(test_rel_infer_io test_rel.sh TIMEOUT 60 LABELS reliability
                  ARGS infer_io 1 $<TARGET_FILE:rel_tool> $<TARGET_FILE:train_tool>)
+# SIGTERM to mpirun (scancel / time limit under MP3D_LAUNCH=mpirun) and during start-up.
+foreach(np 2 3)
+  mp3d_script_test(test_rel_term_np${np} test_rel.sh TIMEOUT 150 LABELS "mpi;reliability"
+                   ARGS term ${np} $<TARGET_FILE:rel_tool>)
+endforeach()

@@ -192,6 +192,42 @@ CFG
     timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" infer --checkpoint "$T/out/ckpt_00000001.h5" --input "$T/x.h5" --output "$T/z.h5" >"$T/run.log" 2>&1; rc=$?
     [ $rc -ne 0 ] && grep -q "sample 1 holds a non-finite value" "$T/run.log" && ok "NaN input: error naming sample 1" || bad "NaN input: exit $rc, $(grep ERROR "$T/run.log" | head -2)"
     ;;
+term)
+    fixture_pp
+    det_cfg "$T/out" 100000
+    # 1. scancel-like: TERM to mpirun and to its ranks, the job launched by mp3d_launch
+    (
+        # shellcheck source=../slurm/common.sh
+        source "$MP3D_SOURCE_DIR/slurm/common.sh"
+        MP3D_LAUNCH=mpirun   # outside Slurm mpirun starts one rank per core (2 here)
+        mp3d_launch train "$T/det.cfg"
+        echo "launch_rc:$?"
+    ) >"$T/run.log" 2>&1 &
+    sh_pid=$!
+    for _ in $(seq 1 600); do grep -q "step:1 " "$T/run.log" && break; sleep 0.1; done
+    mpi=$(pgrep -P $sh_pid -x mpirun)
+    [ -n "$mpi" ] || bad "mpirun not found"
+    ranks=$(pgrep -P "$mpi" -d ' ')
+    kill -TERM $mpi $ranks 2>/dev/null
+    for _ in $(seq 1 $((LIMIT * 10))); do kill -0 $sh_pid 2>/dev/null || break; sleep 0.1; done
+    kill -0 $sh_pid 2>/dev/null && { bad "launch still running after $LIMIT s"; kill -KILL $sh_pid $mpi $ranks 2>/dev/null; }
+    wait $sh_pid 2>/dev/null
+    grep -q "launch_rc:75" "$T/run.log" && ok "TERM to mpirun and ranks: mp3d_launch returns 75" || bad "mp3d_launch returned $(grep -o 'launch_rc:[0-9]*' "$T/run.log")"
+    grep -q "stopped by signal" "$T/run.log" && ok "the ranks checkpointed" || bad "no checkpoint on TERM"
+    # 2. TERM during start-up (before the trainer's loop), to the ranks
+    rm -rf "$T/out"
+    mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/run2.log" 2>&1 &
+    mpi=$!
+    ranks=""
+    for _ in $(seq 1 100); do ranks=$(pgrep -P $mpi -d ' '); [ -n "$ranks" ] && break; sleep 0.02; done
+    sleep 0.2
+    kill -TERM $ranks 2>/dev/null
+    for _ in $(seq 1 $((LIMIT * 10))); do kill -0 $mpi 2>/dev/null || break; sleep 0.1; done
+    kill -0 $mpi 2>/dev/null && { bad "train still running after TERM"; kill -KILL $mpi $ranks 2>/dev/null; }
+    wait $mpi; rc=$?
+    [ $rc -eq 75 ] && ok "TERM 0.2 s after start: exit 75" || bad "TERM at start-up: exit $rc, want 75: $(grep -E 'signal|exit' "$T/run2.log" | head -3)"
+    ls "$T/out" 2>/dev/null | grep -q '^ckpt_.*\.h5$' && ok "TERM at start-up: a checkpoint" || bad "TERM at start-up: no checkpoint"
+    ;;
 *) echo "unknown case $CASE"; exit 2 ;;
 esac
 if [ $fail -ne 0 ]; then echo "--- log"; tail -30 "$T/run.log"; fi
