@@ -34,6 +34,7 @@ const cfg_key cfg_schema[] = {
     {"vdt.short_side", CFG_INT, "256", 8, 4096, ANY, "resize the short side to this (antialiased)"},
     {"vdt.crop", CFG_INT, "256", 8, 4096, ANY, "centre crop size (square)"},
     {"vdt.min_box_fraction", CFG_FLOAT, "0.5", 0, 1, ANY, "COCO: drop a box when less than this fraction of its area survives the crop"},
+    {"vdt.max_megapixels", CFG_FLOAT, "100", 0.01, 10000, ANY, "largest image decoded (width x height, millions of pixels); larger ones are quarantined"},
     {"vdt.splits", CFG_STRING, "\"train,val\"", 0, 0, ANY, "splits to write, one file each"},
 
     // --- model -------------------------------------------------------------------------

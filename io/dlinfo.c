@@ -216,6 +216,13 @@ static const char *clip(const char *s, char *buf, size_t cap) {
     return buf;
 }
 
+// Plausibility limits of a DeepLesion row (the release: 512x512 images, 0.2-1 mm pixels,
+// 0.6-5 mm slices); far beyond them a value is damage, not anatomy.
+#define DL_MAX_SIDE 8192
+#define DL_BOX_SLACK 20.0
+#define DL_MAX_PIXEL_MM 10.0
+#define DL_MAX_SLICE_MM 100.0
+
 // Types one record. Returns 1 if good, 0 if bad (message added to `bad`), <0 on ENOMEM.
 static int row_parse(dl_lesion *l, const csv_rec *r, const char *label, bad_list *bad) {
     memset(l, 0, sizeof *l);
@@ -263,6 +270,29 @@ static int row_parse(dl_lesion *l, const csv_rec *r, const char *label, bad_list
     if (strcmp(want, l->file_name) != 0)
         BAD("%s:%d: column File_name: '%s' does not match the indices (expected '%s')", label, r->line,
             l->file_name, want);
+    // Values that parse but cannot be right (issue 16): such a row would be stored as is and
+    // fail training hours later, or make preprocess allocate absurd amounts.
+    const int rows_ = l->image_size[0], cols_ = l->image_size[1];
+    if (rows_ < 1 || cols_ < 1 || rows_ > DL_MAX_SIDE || cols_ > DL_MAX_SIDE)
+        BAD("%s:%d: column Image_size: %d, %d is not a size of 1..%d pixels", label, r->line, rows_, cols_, DL_MAX_SIDE);
+    const double *b = l->bbox;
+    if (!(isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3])) || b[2] <= b[0] || b[3] <= b[1])
+        BAD("%s:%d: column Bounding_boxes: %g, %g, %g, %g is not a box (need x1 < x2, y1 < y2)", label, r->line, b[0],
+            b[1], b[2], b[3]);
+    // 1-based pixels, padded by 5 px around the RECIST points: a box may reach a little past the
+    // border, but not lie outside the image or be larger than it.
+    if (b[2] < 1 || b[3] < 1 || b[0] > cols_ || b[1] > rows_ || b[2] - b[0] > cols_ + DL_BOX_SLACK ||
+        b[3] - b[1] > rows_ + DL_BOX_SLACK)
+        BAD("%s:%d: column Bounding_boxes: %g, %g, %g, %g lies outside the %dx%d image or is larger than it", label,
+            r->line, b[0], b[1], b[2], b[3], cols_, rows_);
+    if (l->slice_range[0] > l->slice_range[1] || l->key_slice < l->slice_range[0] || l->key_slice > l->slice_range[1])
+        BAD("%s:%d: column Slice_range: %d, %d does not contain the key slice %d (need first <= key <= last)", label,
+            r->line, l->slice_range[0], l->slice_range[1], l->key_slice);
+    const double *sp = l->spacing;
+    if (!(sp[0] > 0 && sp[0] <= DL_MAX_PIXEL_MM && sp[1] > 0 && sp[1] <= DL_MAX_PIXEL_MM && sp[2] > 0 &&
+          sp[2] <= DL_MAX_SLICE_MM))
+        BAD("%s:%d: column Spacing_mm_px_: %g, %g, %g is out of range (pixel 0..%g mm, slice interval 0..%g mm, "
+            "both > 0)", label, r->line, sp[0], sp[1], sp[2], DL_MAX_PIXEL_MM, DL_MAX_SLICE_MM);
 #undef NOT
 #undef COL
 #undef BAD

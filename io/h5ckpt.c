@@ -363,8 +363,32 @@ struct ckpt_writer {
     double t_open;
     int n_coll, n_indep;
     enum ckpt_io_mode largest;
-    char dir[PATH_CAP], tmp[PATH_CAP], final[PATH_CAP];
+    char dir[PATH_CAP], tmp[PATH_CAP], final[PATH_CAP], reserve[PATH_CAP];
 };
+
+// Disk space set aside (by rank 0, "<dir>/.ckpt_reserve") while a checkpoint is written, and
+// given back just before the file is closed: closing flushes HDF5's metadata, and a close that
+// fails on a full disk leaves HDF5 1.10 unable to shut down (a crash at MPI_Finalize). The
+// metadata of a checkpoint is ~100 KB for a few hundred tensors.
+static const off_t CKPT_RESERVE_BYTES = (off_t)1 << 20;
+
+static int reserve_take(ckpt_writer *w) {
+    if (w->rank != 0) return 0;
+    int fd = open(w->reserve, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return pl_fail(PL_EIO, "%s: cannot create: %s", w->reserve, strerror(errno));
+    int e = posix_fallocate(fd, 0, CKPT_RESERVE_BYTES);
+    close(fd);
+    if (e) {
+        unlink(w->reserve);
+        return pl_fail(PL_EIO, "%s: cannot set aside %lld bytes for writing a checkpoint: %s", w->tmp,
+                       (long long)CKPT_RESERVE_BYTES, strerror(e));
+    }
+    return 0;
+}
+
+static void reserve_give_back(ckpt_writer *w) {
+    if (w->rank == 0 && w->reserve[0]) unlink(w->reserve);
+}
 
 int ckpt_writer_open(ckpt_writer **out, const char *dir, int64_t step, MPI_Comm comm) {
     *out = NULL;
@@ -386,9 +410,13 @@ int ckpt_writer_open(ckpt_writer **out, const char *dir, int64_t step, MPI_Comm 
     int rc = ckpt_path_for_step(w->final, sizeof w->final, dir, step);
     if (!rc && snprintf(w->tmp, sizeof w->tmp, "%s.tmp", w->final) >= (int)sizeof w->tmp)
         rc = pl_fail(PL_ERANGE, "%s: checkpoint path too long", dir);
+    if (!rc && pl_path_join(w->reserve, sizeof w->reserve, dir, ".ckpt_reserve"))
+        rc = pl_fail(PL_ERANGE, "%s: checkpoint path too long", dir);
     if (!rc && w->rank == 0) rc = pl_mkdir_p(dir);
+    if (!rc) rc = reserve_take(w);
     rc = agree(rc, comm, dir);
     if (rc) {
+        reserve_give_back(w);
         free(w->load);
         free(w);
         return rc;
@@ -565,7 +593,12 @@ int ckpt_write_tensors(ckpt_writer *w, const char *group, const ckpt_tensor *t, 
     }
     int64_t largest_n = 0;
     int local = 0;
-    for (int i = 0; i < n && !rc; i++) rc = write_one(w, grp, group, &t[i], sums[i], dcpl, dxpl, dxpl_ind, &largest_n, &local);
+    // Dataset creation can fail on one rank only (a full disk meets each rank at a different
+    // point of HDF5's metadata traffic): agree after every tensor so no rank goes on to the next
+    // collective call alone (one int all-reduce per tensor).
+    rc = agree(rc, w->comm, w->tmp);
+    for (int i = 0; i < n && !rc; i++)
+        rc = agree(write_one(w, grp, group, &t[i], sums[i], dcpl, dxpl, dxpl_ind, &largest_n, &local), w->comm, w->tmp);
     if (!rc) rc = local;
     close_id(&dxpl_ind);
     close_id(&dxpl);
@@ -630,11 +663,24 @@ void ckpt_writer_abort(ckpt_writer *w) {
     if (!w) return;
     h5quiet q;
     quiet_on(&q);
-    if (w->file >= 0) H5Fclose(w->file);
+    if (w->file >= 0) {
+        // The file is discarded: empty it first so that the metadata H5Fclose still flushes
+        // finds room on a full disk. A failed H5Fclose leaves HDF5 1.10 holding a freed file
+        // whose id it closes again at MPI_Finalize (SIGSEGV); every rank closes exactly once,
+        // at the same point, after the others have stopped writing.
+        MPI_Barrier(w->comm);
+        reserve_give_back(w);
+        if (w->rank == 0 && truncate(w->tmp, 0) != 0 && errno != ENOENT)
+            LOG_WARN("ckpt:abort cannot empty %s: %s", w->tmp, strerror(errno));
+        MPI_Barrier(w->comm);
+        if (H5Fclose(w->file) < 0) LOG_WARN("ckpt:abort closing %s failed", w->tmp);
+        w->file = H5I_INVALID_HID;
+    }
     H5Eclear2(H5E_DEFAULT);
     quiet_off(&q);
     MPI_Barrier(w->comm);
-    if (w->rank == 0 && w->tmp[0]) unlink(w->tmp);
+    reserve_give_back(w);
+    if (w->rank == 0 && w->tmp[0] && unlink(w->tmp) == 0) LOG_INFO("ckpt:removed path:%s (write failed)", w->tmp);
     free(w->load);
     free(w);
 }
@@ -752,6 +798,9 @@ int ckpt_writer_commit(ckpt_writer *w, int keep, char *path_out, size_t cap) {
         ckpt_writer_abort(w);
         return rc;
     }
+    MPI_Barrier(w->comm);
+    reserve_give_back(w);   // room for what closing still writes
+    MPI_Barrier(w->comm);
     herr_t ce = H5Fclose(w->file);
     w->file = H5I_INVALID_HID;
     if (ce < 0) rc = pl_fail(PL_EIO, "%s: closing failed (%s)", w->tmp, h5_reason(why));

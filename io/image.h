@@ -24,6 +24,14 @@ int img_encode_jpeg(uint8_t **out, size_t *len, const uint8_t *px, int w, int h,
 int img_decode_png_rgb8(uint8_t **px, int *w, int *h, const uint8_t *buf, size_t len, const char *label);
 int img_decode_jpeg_rgb8(uint8_t **px, int *w, int *h, const uint8_t *buf, size_t len, const char *label);
 
+// Largest image (width x height pixels) a decoder accepts, checked from the header before any
+// pixel buffer is allocated: a 13 KB JPEG may declare 65000x65000 (12.7 GB). Default
+// IMG_MAX_PIXELS_DEFAULT; the setting is process-wide (stages set it from their config, e.g.
+// vdt.max_megapixels). Larger images fail with PL_ERANGE naming the label and both numbers.
+#define IMG_MAX_PIXELS_DEFAULT ((int64_t)100000000)
+void img_set_max_pixels(int64_t n);
+int64_t img_max_pixels(void);
+
 // 1 if the buffer starts with the PNG / JPEG signature.
 int img_is_png(const uint8_t *buf, size_t len);
 int img_is_jpeg(const uint8_t *buf, size_t len);

@@ -1,7 +1,12 @@
 // jpeg_io: JPEG decoding/encoding in memory with libjpeg(-turbo). The default libjpeg error
 // handler calls exit(); ours formats the message and longjmps back, so a corrupt file is a
 // PL_EFORMAT for that image only. A premature end of data (a warning in libjpeg, which would
-// pad the image with gray) is treated as an error; other corrupt-data warnings are tolerated.
+// pad the image with gray) and every other corrupt-data warning (bad Huffman code, lost marker
+// sync, hit marker, bogus progression, extraneous bytes before a marker) are errors: libjpeg
+// would otherwise return a damaged image as if it were fine. Flipped bits in the entropy-coded
+// data mostly show as extraneous bytes before EOI. A handful of real ImageNet files carry such
+// warnings too: they are quarantined and counted against run.max_bad_fraction. Warnings that
+// are not about the image data (JFIF version, Adobe transform, ICC profile) are tolerated.
 // CMYK: an Adobe APP14 marker means inverted CMYK (Photoshop), where R = C*K/255; plain CMYK
 // gives R = (255-C)(255-K)/255 (the same conversion PIL applies).
 #include <setjmp.h>
@@ -27,14 +32,34 @@ static void on_error_exit(j_common_ptr cinfo) {
     longjmp(e->jb, 1);
 }
 
+static int64_t g_max_pixels = IMG_MAX_PIXELS_DEFAULT;
+void img_set_max_pixels(int64_t n) { g_max_pixels = n > 0 ? n : IMG_MAX_PIXELS_DEFAULT; }
+int64_t img_max_pixels(void) { return g_max_pixels; }
+
+// libjpeg warnings that mean the entropy-coded data is damaged.
+static int is_corrupt_data_warning(const struct jpeg_error_mgr *err) {
+    switch (err->msg_code) {
+    case JWRN_JPEG_EOF:
+    case JWRN_HIT_MARKER:
+    case JWRN_MUST_RESYNC:
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_ARITH_BAD_CODE:
+    case JWRN_NOT_SEQUENTIAL:
+    case JWRN_BOGUS_PROGRESSION:
+    case JWRN_TOO_MUCH_DATA:
+    case JWRN_EXTRANEOUS_DATA: return 1;   // before EOI too: what a desynchronised decoder leaves
+    default: return 0;
+    }
+}
+
 static void on_emit(j_common_ptr cinfo, int level) {
     if (level >= 0) return;   // trace messages
     jpeg_err *e = (jpeg_err *)cinfo->err;
-    if (cinfo->err->msg_code == JWRN_JPEG_EOF) {
+    cinfo->err->num_warnings++;
+    if (is_corrupt_data_warning(cinfo->err)) {
         (*cinfo->err->format_message)(cinfo, e->msg);
         longjmp(e->jb, 1);
     }
-    cinfo->err->num_warnings++;
 }
 
 int img_is_jpeg(const uint8_t *buf, size_t len) {
@@ -72,6 +97,12 @@ int img_decode_jpeg_rgb8(uint8_t **out, int *w, int *h, const uint8_t *buf, size
     d->created = 1;
     jpeg_mem_src(&d->cinfo, buf, (unsigned long)len);
     jpeg_read_header(&d->cinfo, TRUE);
+    if ((int64_t)d->cinfo.image_width * (int64_t)d->cinfo.image_height > g_max_pixels) {
+        rc = pl_fail(PL_ERANGE, "%s: JPEG declares %ux%u = %lld pixels, above the limit of %lld (vdt.max_megapixels)", label,
+                     (unsigned)d->cinfo.image_width, (unsigned)d->cinfo.image_height,
+                     (long long)d->cinfo.image_width * (long long)d->cinfo.image_height, (long long)g_max_pixels);
+        goto done;
+    }
     J_COLOR_SPACE in = d->cinfo.jpeg_color_space;
     int cmyk = 0;
     switch (in) {

@@ -125,6 +125,11 @@ static int png_decode(void **out, int *w, int *h, const uint8_t *buf, size_t len
         rc = pl_fail(PL_EFORMAT, "%s: PNG size %ux%u out of range", label, (unsigned)pw, (unsigned)ph);
         goto done;
     }
+    if ((int64_t)pw * (int64_t)ph > img_max_pixels()) {
+        rc = pl_fail(PL_ERANGE, "%s: PNG declares %ux%u = %lld pixels, above the limit of %lld (vdt.max_megapixels)", label,
+                     (unsigned)pw, (unsigned)ph, (long long)pw * (long long)ph, (long long)img_max_pixels());
+        goto done;
+    }
     size_t rowbytes_want;
     if (mode == 16) {
         if (ct != PNG_COLOR_TYPE_GRAY || depth != 16) {

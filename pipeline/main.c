@@ -17,6 +17,7 @@
 #include "nn/pl.h"
 #include "pipeline/commands.h"
 #include "stages/stages.h"
+#include "stages/trainer.h"
 
 #ifndef MP3D_VERSION
 #define MP3D_VERSION "0.0.0"
@@ -148,6 +149,8 @@ int main(int argc, char **argv) {
     cli_args a;
     int code = parse_cli(&a, argc, argv);
     if (code >= 0) return code;
+    // A preemption signal during start-up must still end in a checkpoint and exit 75.
+    if (!strcmp(a.sub->name, "train")) trainer_install_signals();
 
     MPI_Init(&argc, &argv);
     // MPI errors are fatal (the policy in stages/stages.h): stated here, not left to the default.
@@ -192,6 +195,14 @@ int main(int argc, char **argv) {
     // Stages return the same code on every rank; take the worst in case one did not.
     MPI_Allreduce(MPI_IN_PLACE, &code, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     LOG0("mp3d:%s exit:%d elapsed:%.2fs", a.sub->name, code, pl_time() - t0);
+    // mpirun answers a SIGTERM of its own with exit 1 whatever the ranks return (the ranks got
+    // the TERM too and exited 75 after a checkpoint): slurm/common.sh reads the real code here.
+    const char *exit_file = getenv("MP3D_EXIT_FILE");
+    if (rank == 0 && exit_file && exit_file[0]) {
+        char line[32];
+        int n = snprintf(line, sizeof line, "%d\n", code);
+        if (pl_write_file_atomic(exit_file, line, (size_t)n)) LOG_WARN("mp3d: cannot write MP3D_EXIT_FILE %s", exit_file);
+    }
     if (metrics) {
         metrics_write(metrics, a.sub->name, "\"event\":\"end\",\"exit\":%d,\"elapsed_s\":%.3f", code, pl_time() - t0);
         metrics_close(metrics);

@@ -118,7 +118,13 @@ mp3d_launch() {
             # into a signal's (137) and lose the requeue. Add it via MP3D_SRUN_ARGS if wanted.
             # shellcheck disable=SC2206  # MP3D_SRUN_ARGS is a list of words by design
             cmd=(srun --mpi=pmix ${MP3D_SRUN_ARGS:-} "$MP3D_BIN" "$@") ;;
-        mpirun) cmd=(mpirun "$MP3D_BIN" "$@") ;;
+        mpirun)
+            # mpirun exits 1 when it gets a SIGTERM itself (scancel and the time limit signal
+            # every process of the step), even though the ranks checkpointed and exited 75; the
+            # ranks' agreed code is read back from MP3D_EXIT_FILE below (issue 16).
+            MP3D_EXIT_FILE=$(mktemp "${TMPDIR:-/tmp}/mp3d_exit.XXXXXX")
+            export MP3D_EXIT_FILE
+            cmd=(mpirun -x MP3D_EXIT_FILE "$MP3D_BIN" "$@") ;;
         none) cmd=("$MP3D_BIN" "$@") ;;
         *)
             mp3d_log "error: MP3D_LAUNCH=$launch (must be srun, mpirun or none)"
@@ -139,6 +145,16 @@ mp3d_launch() {
     wait "$pid" 2>/dev/null
     last=$?
     [ "$last" != 127 ] && rc=$last
+    if [ "$launch" = mpirun ]; then
+        local ranks_rc
+        ranks_rc=$(cat "$MP3D_EXIT_FILE" 2>/dev/null)
+        rm -f "$MP3D_EXIT_FILE"
+        unset MP3D_EXIT_FILE
+        if [ "$rc" != 0 ] && [ "$ranks_rc" = 75 ]; then
+            mp3d_log "mpirun exited $rc; the ranks exited 75 (checkpoint written): using 75"
+            rc=75
+        fi
+    fi
     trap - USR1 TERM
     MP3D_STEP_PID=
     return "$rc"

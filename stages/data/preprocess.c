@@ -138,7 +138,7 @@ static int list_zips(pp_sources *s, const char *root) {
         if (!rc) s->zips[s->nzips++] = pl_strdup(p);
     }
     closedir(d);
-    if (!rc) qsort(s->zips, (size_t)s->nzips, sizeof(char *), cmp_str);
+    if (!rc && s->nzips > 1) qsort(s->zips, (size_t)s->nzips, sizeof(char *), cmp_str);
     return rc;
 }
 
@@ -253,7 +253,7 @@ static int build_index(pp_sources *s, const char *root, quarantine *q, MPI_Comm 
         p = strchr(p, '\n') + 1;
     }
     free(all);
-    qsort(s->ent, (size_t)s->nent, sizeof(pp_entry), cmp_entry);
+    if (s->nent > 1) qsort(s->ent, (size_t)s->nent, sizeof(pp_entry), cmp_entry);
     return 0;
 }
 
@@ -334,6 +334,38 @@ static int grow_f(float **p, size_t *cap, size_t n) {
 static int16_t clip_round(float v, double lo, double hi) {
     double d = PL_CLAMP((double)v, lo, hi);
     return (int16_t)lrint(d);
+}
+
+// The stored size of a split without preprocess.size: the Image_size most of its key slices
+// have (not the first row's: one wrong cell must cost one sample, not the split). Key slices of
+// another size are quarantined one by one when processed.
+enum { SIZE_VOTES_MAX = 64 };
+typedef struct {
+    int n;
+    int h[SIZE_VOTES_MAX], w[SIZE_VOTES_MAX];
+    int64_t count[SIZE_VOTES_MAX];
+} size_votes;
+
+static void size_vote(size_votes *v, int h, int w) {
+    for (int i = 0; i < v->n; i++)
+        if (v->h[i] == h && v->w[i] == w) {
+            v->count[i]++;
+            return;
+        }
+    if (v->n == SIZE_VOTES_MAX) return;   // so many distinct sizes: the rest cannot win anyway
+    v->h[v->n] = h;
+    v->w[v->n] = w;
+    v->count[v->n++] = 1;
+}
+
+static void size_mode(const size_votes *v, int *h, int *w) {
+    int best = -1;
+    for (int i = 0; i < v->n; i++)
+        if (best < 0 || v->count[i] > v->count[best]) best = i;   // ties: the first seen
+    if (best >= 0) {
+        *h = v->h[best];
+        *w = v->w[best];
+    }
 }
 
 // Builds and adds one sample. Returns 0 (added or quarantined) or a fatal pl_err.
@@ -594,7 +626,7 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
             snprintf(ent, sizeof ent, "line %d", t.bad[i].line);
             quarantine_add(q, "DL_info.csv", ent, t.bad[i].msg, 1);
         }
-    qsort(t.rows, (size_t)t.n, sizeof(dl_lesion), cmp_rows);
+    if (t.n > 1) qsort(t.rows, (size_t)t.n, sizeof(dl_lesion), cmp_rows);   // qsort(NULL, 0) is UB
     cx.rows = t.rows;
 
     // 2. samples = distinct key slices of the wanted splits, in (patient, study, series, key) order
@@ -602,7 +634,7 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
     se = pl_calloc((size_t)PL_MAX(t.n, (int64_t)1), sizeof *se, "series");
     if (!sm || !se) { rc = PL_ENOMEM; goto done; }
     int64_t per_split[4] = {0};
-    int first_h[4] = {0}, first_w[4] = {0};
+    size_votes votes[4] = {{0}};
     for (int64_t i = 0; i < t.n;) {
         int64_t j = i + 1;
         while (j < t.n && !strcmp(t.rows[j].file_name, t.rows[i].file_name)) j++;
@@ -625,7 +657,7 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
             int hi = (int)ceil(src_pos(l->key_slice, pp.D - 1, pp.D, pp.interval, dz));
             ss->lo = PL_MIN(ss->lo, PL_MIN(lo, l->key_slice));
             ss->hi = PL_MAX(ss->hi, PL_MAX(hi, l->key_slice));
-            if (!first_h[l->split]) { first_h[l->split] = l->image_size[0]; first_w[l->split] = l->image_size[1]; }
+            size_vote(&votes[l->split], l->image_size[0], l->image_size[1]);
             nsm++;
         }
         i = j;
@@ -660,8 +692,10 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
     int out_h = 0, out_w = 0;
     for (int s = 1; s <= 3 && !rc; s++) {
         if (!todo[s]) continue;
-        int oh = pp.size > 0 ? pp.size : (first_h[s] > 0 ? first_h[s] : 512);
-        int ow = pp.size > 0 ? pp.size : (first_w[s] > 0 ? first_w[s] : 512);
+        int mh = 512, mw = 512;
+        size_mode(&votes[s], &mh, &mw);
+        int oh = pp.size > 0 ? pp.size : mh;
+        int ow = pp.size > 0 ? pp.size : mw;
         shard_layout lay = {.data_name = "images", .data_type = SHARD_I16, .ndims = 3, .dims = {pp.D, oh, ow}, .cols = cols, .ncols = 12,
                             .rows = rows, .nrows = 8, .rows_offsets = "lesion_offsets"};
         pp.out_h[s] = oh;

@@ -138,7 +138,7 @@ int quarantine_write(quarantine *q, const char *dir, MPI_Comm comm, int64_t *tot
         if (!rc && old) no = split_lines(old, &oldl);
         if (nl < 0 || no < 0) rc = PL_ENOMEM;
         if (!rc) {
-            qsort(lines, (size_t)nl, sizeof(char *), cmp_line);
+            if (nl > 1) qsort(lines, (size_t)nl, sizeof(char *), cmp_line);   // qsort(NULL, 0) is UB
             size_t prefix = strlen(q->stage) + 1, cap = (size_t)sum + oldlen + 64, at = 0;
             out = pl_malloc(cap, "quarantine csv");
             if (!out) rc = PL_ENOMEM;

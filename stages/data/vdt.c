@@ -154,9 +154,15 @@ typedef struct {
     int64_t size;          // bytes (balance)
     int64_t idx;           // ImageNet: label or -1; COCO: image index in coco_set
     int present;           // found in the archive
+    int dup;               // COCO: its file_name is another image's too (quarantined)
 } vdt_item;
 
 static int cmp_item(const void *a, const void *b) { return strcmp(((const vdt_item *)a)->name, ((const vdt_item *)b)->name); }
+static int cmp_item_idx(const void *a, const void *b) {
+    const vdt_item *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->idx > y->idx) - (x->idx < y->idx);
+}
 
 static const char *base_of(const char *p) {
     const char *s = strrchr(p, '/');
@@ -381,6 +387,9 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
     strbuf inputs = {0}, meta = {0};
     int imagenet_train = !coco && !strcmp(split, "train");
     uint8_t *got = NULL;
+    // ImageNet train: inner tars that never arrived or broke part-way, and the images of the
+    // good ones, to count what a damaged archive lost (its image count is unknown).
+    int64_t lost_units = 0, good_tars = 0, good_images = 0;
     // --- item lists (every rank builds the same lists itself)
     if (!coco) {
         if ((rc = pl_path_join(p2, sizeof p2, root, "LOC_synset_mapping.txt")) || (rc = inet_synsets_read(&syn, p2))) goto collective;
@@ -443,14 +452,27 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
             snprintf(it->entry, sizeof it->entry, "%s", e >= 0 ? ent[e].entry : it->name);
         }
         free(ent);
-        // a sorted-by-name copy is what the stream lookup needs; COCO names are {id:012d}.jpg,
-        // so id order and name order agree — checked here, as the key order relies on it
-        for (int64_t i = 1; i < n; i++)
-            if (strcmp(items[i - 1].name, items[i].name) >= 0) {
-                rc = pl_fail(PL_EFORMAT, "instances_%s2017.json: image file names not increasing with ids ('%s' then '%s')", split,
-                             items[i - 1].name, items[i].name);
-                goto collective;
-            }
+        // the stream lookup needs the items sorted by name. COCO names are {id:012d}.jpg, so id
+        // order and name order agree and nothing moves; a file_name off that pattern (issue 16:
+        // one wrong name used to fail the whole stage) re-sorts the items by name (ties by image
+        // index), and an image whose file is not in the archive is quarantined below.
+        int sorted = 1;
+        for (int64_t i = 1; i < n && sorted; i++) sorted = strcmp(items[i - 1].name, items[i].name) < 0;
+        if (!sorted) {
+            LOG0("vdt: WARN instances_%s2017.json: image file names do not follow the image ids; sorting by name", split);
+            qsort(items, (size_t)n, sizeof *items, cmp_item_idx);
+            for (int64_t i = 1; i < n; i++)
+                if (!strcmp(items[i - 1].name, items[i].name) && items[i].present) {
+                    if (rank == 0) {
+                        char why[160];
+                        snprintf(why, sizeof why, "file_name '%.64s' is also the file of another image (image index %lld)",
+                                 items[i].name, (long long)items[i - 1].idx);
+                        quarantine_add(q, path, items[i].entry, why, 1);
+                    }
+                    items[i].present = 0;
+                    items[i].dup = 1;
+                }
+        }
     }
     {
         struct stat st;
@@ -515,9 +537,11 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
             }
             if (erc) {
                 quarantine_add(q, path, t->entry, pl_last_error(), 0);
+                lost_units++;
                 free(tb);
                 continue;
             }
+            int inner_broken = 0;
             // the inner tar's images, sorted by name: key = (tar index << 32) + rank in the tar
             vdt_item *im = NULL;
             int64_t nim = 0, cap = 0;
@@ -531,6 +555,7 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
                 pl_quiet_end();
                 if (irc < 0) {
                     quarantine_add(q, t->entry, nim ? im[nim - 1].entry : "", pl_last_error(), 0);
+                    inner_broken = 1;
                     break;
                 }
                 if (irc == 0) break;
@@ -559,7 +584,12 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
                 }
                 nim++;
             }
-            if (!rc) qsort(im, (size_t)nim, sizeof *im, cmp_item);
+            if (inner_broken) lost_units++;   // its remaining images: counted as one more tar's worth
+            else {
+                good_tars++;
+                good_images += nim;
+            }
+            if (!rc && nim > 1) qsort(im, (size_t)nim, sizeof *im, cmp_item);
             for (int64_t i = 0; i < nim && !rc; i++) {
                 char wn[16];
                 pl_quiet_begin();
@@ -582,7 +612,26 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
         }
         if (orc == 0) arc_close(outer);
         for (int64_t i = b0; i < b1 && !rc; i++)
-            if (!got[i] && tars[i].idx >= 0) quarantine_add(q, path, tars[i].entry, "inner tar lost in a damaged archive", 0);
+            if (!got[i] && tars[i].idx >= 0) {
+                quarantine_add(q, path, tars[i].entry, "inner tar lost in a damaged archive", 0);
+                lost_units++;
+            }
+        // synsets of LOC_synset_mapping.txt with no inner tar at all (cut off with the archive's
+        // tail, or never there): rank 0 counts them once, one inner tar's worth each
+        if (rank == 0) {
+            uint8_t *has = pl_calloc((size_t)PL_MAX(syn.n, 1), 1, "synsets present");
+            if (!has) rc = PL_ENOMEM;
+            for (int64_t i = 0; has && i < ntars; i++)
+                if (tars[i].idx >= 0 && tars[i].idx < syn.n) has[tars[i].idx] = 1;
+            for (int i = 0; has && i < syn.n; i++)
+                if (!has[i]) {
+                    char e[64];
+                    snprintf(e, sizeof e, "%s.tar", syn.syn[i].wnid);
+                    quarantine_add(q, path, e, "synset of LOC_synset_mapping.txt has no inner tar in the archive", 0);
+                    lost_units++;
+                }
+            free(has);
+        }
     } else {
         int64_t *bytes = pl_malloc(sizeof(int64_t) * (size_t)PL_MAX(n, (int64_t)1), "item sizes");
         for (int64_t i = 0; i < n; i++) bytes[i] = items[i].size;
@@ -594,7 +643,10 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
         got = pl_calloc((size_t)PL_MAX(n, (int64_t)1), 1, "items seen");
         // items without a label / missing from the archive are skipped before streaming
         for (int64_t i = b0; i < b1; i++) {
-            if (!items[i].present) {
+            if (items[i].dup) {   // quarantined (once, by rank 0) where it was found
+                cx.skipped++;
+                got[i - b0] = 1;
+            } else if (!items[i].present) {
                 quarantine_add(q, path, items[i].entry, "image listed in the annotations but missing from the archive", 1);
                 cx.skipped++;
                 got[i - b0] = 1;
@@ -611,11 +663,26 @@ static int run_split(const pl_cfg *cfg, MPI_Comm comm, const char *dataset, cons
                 cx.skipped++;
             }
     }
-    if (rc) LOG_ERROR("vdt: rank %d: %s", rank, pl_last_error());
-
 collective:;
+    if (rc) LOG_ERROR("vdt: dataset:%s split:%s rank %d: %s", dataset, split, rank, pl_last_error());
     int lrc = rc, grc = 0;
     MPI_Allreduce(&lrc, &grc, 1, MPI_INT, MPI_MIN, comm);
+    if (imagenet_train) {
+        // Images lost with damaged or missing inner tars: their count is unknown; each is
+        // estimated at the mean of the inner tars read whole (at least 1), and counted as
+        // skipped candidates so that run.max_bad_fraction judges them (issue 16).
+        int64_t v[3] = {lost_units, good_tars, good_images};
+        MPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_INT64_T, MPI_SUM, comm);
+        if (v[0] > 0) {
+            int64_t per = v[1] > 0 ? PL_MAX((int64_t)1, (v[2] + v[1] / 2) / v[1]) : 1, est = v[0] * per;
+            LOG0("vdt: dataset:%s split:%s lost_inner_tars:%lld lost_images_estimated:%lld (%lld per inner tar read whole)",
+                 dataset, split, (long long)v[0], (long long)est, (long long)per);
+            if (rank == 0) {
+                *n_cand += est;
+                cx.skipped += est;
+            }
+        }
+    }
     if (!cx.w) {   // could not even create the writer here: take part in the finish anyway
         shard_layout dummy = {.data_name = "images", .data_type = SHARD_U8, .ndims = 1, .dims = {1}};
         h5shard_writer_create(&cx.w, out_path, &dummy, rank);
@@ -683,6 +750,7 @@ int stage_vdt_run(const pl_cfg *cfg, MPI_Comm comm) {
     MPI_Comm_rank(comm, &rank);
     if (cfg_require(cfg, "input.root") || cfg_require(cfg, "output.dir")) return MP3D_EXIT_USAGE;
     const char *outdir = cfg_str(cfg, "output.dir"), *dataset = cfg_str(cfg, "vdt.dataset");
+    img_set_max_pixels((int64_t)(cfg_float(cfg, "vdt.max_megapixels") * 1e6));
     if (cfg_int(cfg, "vdt.crop") > cfg_int(cfg, "vdt.short_side")) {
         LOG0("vdt: vdt.crop = %lld is larger than vdt.short_side = %lld (the crop must fit the resized short side)",
              (long long)cfg_int(cfg, "vdt.crop"), (long long)cfg_int(cfg, "vdt.short_side"));

@@ -88,6 +88,21 @@ static int froc_rank0(const pl_cfg *cfg) {
         goto done;
     }
     for (int64_t i = 0; i < dets.nbad && i < k_bad_lines_logged; i++) LOG_WARN("froc: skipped %s", dets.bad[i]);
+    // A file that is not a detections CSV must not score as mFROC 0 with exit 0 (issue 16):
+    // nothing at all, or more malformed lines than valid ones (a binary file, another CSV), is
+    // an error; a few malformed lines are skipped and listed; a header alone is a valid file of
+    // a detector that found nothing.
+    if (dets.n == 0 && dets.nbad == 0 && !dets.header) {
+        LOG_ERROR("froc: %s is empty: no header line (File_name,x1,y1,x2,y2,score) and no detections", dets_path);
+        goto done;
+    }
+    if (dets.nbad > 0 && dets.nbad >= dets.n) {
+        LOG_ERROR("froc: %s: %lld of %lld lines are malformed (first: %s): not a detections CSV "
+                  "(File_name,x1,y1,x2,y2,score)?", dets_path, (long long)dets.nbad, (long long)(dets.n + dets.nbad),
+                  dets.bad[0]);
+        goto done;
+    }
+    if (dets.n == 0) LOG_WARN("froc: %s holds a header and no detections: every sensitivity is 0", dets_path);
     if (tab.nbad || dets.nbad)
         LOG_WARN("froc: truth_rows_skipped:%lld detection_lines_skipped:%lld", (long long)tab.nbad, (long long)dets.nbad);
     if (froc_set_from_dlinfo(&set, tab.rows, tab.n, &o, dets.d, dets.n)) {

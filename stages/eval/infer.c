@@ -3,7 +3,9 @@
 // already normalised — of infer.input, and writes /output of infer.output: logits (N, classes)
 // for a classification network. Rank 0 computes; the checkpoint is opened collectively.
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "io/h5tensor.h"
 #include "nn/net.h"
@@ -22,12 +24,27 @@ static int build_net(nn_net **net, const pl_cfg *mc, uint64_t seed) {
     return nn_net_create(net, &nc, seed);
 }
 
+// 1 when a and b name the same file: equal paths, or the same device and inode.
+static int same_file(const char *a, const char *b) {
+    if (!strcmp(a, b)) return 1;
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
 int stage_infer_run(const pl_cfg *cfg, MPI_Comm comm) {
     int rank = 0;
     MPI_Comm_rank(comm, &rank);
     if (cfg_require(cfg, "infer.checkpoint") || cfg_require(cfg, "infer.input") || cfg_require(cfg, "infer.output"))
         return MP3D_EXIT_USAGE;
     const char *ck = cfg_str(cfg, "infer.checkpoint");
+    // Writing /output into the input or the checkpoint would replace that file (issue 16).
+    const char *in_path = cfg_str(cfg, "infer.input"), *out_path = cfg_str(cfg, "infer.output");
+    if (same_file(out_path, in_path) || same_file(out_path, ck)) {
+        if (rank == 0)
+            LOG_ERROR("infer: --output %s is the same file as --%s: it would be overwritten; choose another output file",
+                      out_path, same_file(out_path, in_path) ? "input" : "checkpoint");
+        return MP3D_EXIT_USAGE;
+    }
     char *text = NULL;
     pl_cfg *mc = NULL;
     nn_net *net = NULL;
@@ -47,6 +64,15 @@ int stage_infer_run(const pl_cfg *cfg, MPI_Comm comm) {
         rc = h5tensor_read(in, "input", &x, dims, &nd);
         if (!rc && (nd != 5 || dims[1] != 1))
             rc = pl_fail(PL_EFORMAT, "%s: /input must be (N, 1, D, H, W) float32, has %d dims", in, nd);
+        // Non-finite input makes non-finite logits silently: name the first sample that has one.
+        const int64_t nx = !rc ? dims[0] * dims[1] * dims[2] * dims[3] * dims[4] : 0;
+        for (int64_t i = 0; i < nx; i++)
+            if (!isfinite(x[i])) {
+                int64_t per_s = nx / dims[0];
+                rc = pl_fail(PL_EFORMAT, "%s: /input sample %lld holds a non-finite value (%g at element %lld)", in,
+                             (long long)(i / per_s), (double)x[i], (long long)(i % per_s));
+                break;
+            }
         const int64_t K = cfg_int(mc, "model.num_classes");
         if (!rc) y = pl_malloc(sizeof(float) * (size_t)(dims[0] * K + 1), "logits");
         if (!rc && !y) rc = PL_ENOMEM;

@@ -58,6 +58,7 @@ typedef struct {
 typedef struct {
     froc_det *d; int64_t n, cap;
     char (*bad)[160]; int64_t nbad;   // "dets.csv:12: column y2: 'abc' is not a number"
+    int header;                       // the text had the header line (a header alone = no detections)
 } froc_dets;
 
 // "File_name,x1,y1,x2,y2,score" with an optional header line; fails only when the file

@@ -73,6 +73,7 @@ int froc_dets_parse(froc_dets *ds, const char *text, size_t len, const char *lab
     int64_t lineno = 0;
     size_t pos = 0;
     int seen_content = 0;
+    if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3)) pos = 3;   // a UTF-8 byte-order mark (spreadsheet exports)
     while (pos < len) {
         size_t e = pos;
         while (e < len && text[e] != '\n') e++;
@@ -111,6 +112,7 @@ int froc_dets_parse(froc_dets *ds, const char *text, size_t len, const char *lab
         for (int k = 0; k < 6; k++) f[k] = trim_field(f[k]);
         if (!seen_content && strcmp(f[0], "File_name") == 0) {   // header
             seen_content = 1;
+            ds->header = 1;
             continue;
         }
         seen_content = 1;

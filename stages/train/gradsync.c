@@ -1,6 +1,7 @@
 #include "stages/train/gradsync.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "nn/pl.h"
 
@@ -10,7 +11,10 @@ int gradsync_init(gradsync *g, MPI_Comm comm, float *grads, size_t count, size_t
     g->grads = grads;
     g->count = count;
     g->bucket_floats = bucket_floats ? bucket_floats : count;
-    g->capreq = (int)(count / g->bucket_floats) + 64;
+    if (g->bucket_floats == 0) g->bucket_floats = 1;
+    if (g->bucket_floats > (size_t)1 << 30) g->bucket_floats = (size_t)1 << 30;   // MPI counts are int
+    g->capreq = (int)(count / g->bucket_floats) + 2;
+    g->state = GRADSYNC_IDLE;
     g->reqs = pl_malloc(sizeof(MPI_Request) * (size_t)g->capreq, "all-reduce requests");
     g->nreq = 0;
     g->pending_end = count;
@@ -27,36 +31,30 @@ void gradsync_begin(gradsync *g) {
     g->nreq = 0;
     g->pending_end = g->count;
     g->nbuckets = 0;
+    g->state = GRADSYNC_BEGUN;
 }
 
-static void start_bucket(gradsync *g, size_t off, size_t end) {
-    if (end <= off) return;
-    if (g->nreq == g->capreq) {  // more layers than planned: finish what is in flight first
-        MPI_Waitall(g->nreq, g->reqs, MPI_STATUSES_IGNORE);
-        g->nreq = 0;
-    }
-    // Counts above INT_MAX are split (MPI counts are int).
-    while (end > off) {
-        size_t n = end - off;
-        if (n > (size_t)1 << 30) n = (size_t)1 << 30;
-        MPI_Iallreduce(MPI_IN_PLACE, g->grads + end - n, (int)n, MPI_FLOAT, MPI_SUM, g->comm, &g->reqs[g->nreq++]);
-        end -= n;
-        g->nbuckets++;
-        if (g->nreq == g->capreq && end > off) {
+// Starts every grid bucket that lies wholly in [offset, pending_end), highest first.
+static void start_buckets_down_to(gradsync *g, size_t offset) {
+    while (g->pending_end > 0) {
+        size_t lo = g->pending_end > g->bucket_floats ? g->pending_end - g->bucket_floats : 0;
+        if (lo < offset) break;
+        if (g->nreq == g->capreq) {  // cannot happen with the grid; kept as a guard
             MPI_Waitall(g->nreq, g->reqs, MPI_STATUSES_IGNORE);
             g->nreq = 0;
         }
+        MPI_Iallreduce(MPI_IN_PLACE, g->grads + lo, (int)(g->pending_end - lo), MPI_FLOAT, MPI_SUM, g->comm,
+                       &g->reqs[g->nreq++]);
+        g->nbuckets++;
+        g->pending_end = lo;
     }
 }
 
 void gradsync_ready(void *ctx, size_t offset, size_t count) {
     gradsync *g = ctx;
     if (g->size == 1) return;
-    PL_ASSERT(offset + count <= g->pending_end);
-    if (g->pending_end - offset >= g->bucket_floats) {
-        start_bucket(g, offset, g->pending_end);
-        g->pending_end = offset;
-    }
+    PL_ASSERT(offset + count <= g->count);
+    start_buckets_down_to(g, offset);
     // Open MPI progresses non-blocking collectives only inside MPI calls: poke it.
     if (g->nreq) {
         int flag;
@@ -67,12 +65,37 @@ void gradsync_ready(void *ctx, size_t offset, size_t count) {
 
 int gradsync_finish(gradsync *g) {
     g->wait_s = 0;
+    g->state = GRADSYNC_DONE;
     if (g->size == 1) return 0;
-    start_bucket(g, 0, g->pending_end);
-    g->pending_end = 0;
+    start_buckets_down_to(g, 0);
     double t0 = pl_time();
     MPI_Waitall(g->nreq, g->reqs, MPI_STATUSES_IGNORE);   // MPI errors are fatal (stages/stages.h)
     g->wait_s = pl_time() - t0;
     g->nreq = 0;
     return 0;
+}
+
+int gradsync_agree(gradsync *g, int rc) {
+    g->peer_failed = 0;
+    if (g->size == 1) return rc;
+    int all = rc;
+    if (MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, g->comm) != MPI_SUCCESS)
+        return pl_fail(PL_EMPI, "all-reduce of the data-loading status failed");
+    if (rc) return rc;
+    if (all) {
+        g->peer_failed = 1;
+        pl_set_error_echo(0);
+        int r = pl_fail(PL_EINVAL, "another rank failed to load its samples");
+        pl_set_error_echo(1);
+        return r;
+    }
+    return 0;
+}
+
+void gradsync_fail(gradsync *g) {
+    if (g->state == GRADSYNC_DONE) return;
+    if (g->state == GRADSYNC_IDLE) gradsync_begin(g);
+    // [0, pending_end) was not sent yet; above it the all-reduce is in flight in place.
+    memset(g->grads, 0, g->pending_end * sizeof(float));
+    gradsync_finish(g);
 }

@@ -70,9 +70,9 @@ static int cls_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
     }
     double t0 = pl_time();
     const int64_t per = (int64_t)c->D * c->crop * c->crop;
-    for (int i = 0; i < n; i++) {
-        int rc = h5shard_read(c->tr, DATA_NAME, SHARD_U8, c->raw, idx[i], 1);
-        if (rc) return rc;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if ((rc = h5shard_read(c->tr, DATA_NAME, SHARD_U8, c->raw, idx[i], 1))) break;
         c->lab[i] = c->ltr[idx[i]];
         pl_rng r;
         pl_rng_seed(&r, aug_sample_seed(c->seed, epoch, idx[i]));
@@ -92,8 +92,10 @@ static int cls_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
         }
         aug_crop_resize(c->x + i * per, c->crop, c->crop, c->raw, c->D, c->S, c->S, b, flip, order, c->mean, c->std);
     }
+    // A sample one rank cannot read stops every rank before the forward pass (issue 16).
+    if ((rc = gradsync_agree(gs, rc))) return rc;
     *data_s = pl_time() - t0;
-    int rc = nn_net_forward(c->net, c->x, nn_dims_make(n, 1, c->D, c->crop, c->crop), 1);
+    rc = nn_net_forward(c->net, c->x, nn_dims_make(n, 1, c->D, c->crop, c->crop), 1);
     if (rc) return rc;
     nn_dims od;
     float *logits = nn_net_output(c->net, 0, &od);

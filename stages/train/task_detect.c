@@ -35,6 +35,22 @@ typedef struct {
 } det_ctx;
 
 
+// The stored boxes of sample i (0-based pixel centres of the stored H x W frame) must be finite,
+// non-empty and inside the image, else the detector's targets are garbage; named by shard,
+// sample, key slice and row so the CSV line can be found.
+static int check_sample_boxes(const det_split *s, int64_t i) {
+    for (int64_t j = s->off[i]; j < s->off[i + 1]; j++) {
+        const double *b = s->boxes + 4 * j;
+        int ok = isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) && b[2] > b[0] && b[3] > b[1] &&
+                 b[0] >= -1 && b[1] >= -1 && b[2] <= s->W && b[3] <= s->H;
+        if (!ok)
+            return pl_fail(PL_EFORMAT, "%s: sample %lld (%s) box row %lld is (%g, %g, %g, %g): need x1 < x2, y1 < y2 inside "
+                           "the %dx%d image (re-run preprocess, which quarantines such rows)", s->path, (long long)i,
+                           s->names[i], (long long)j, b[0], b[1], b[2], b[3], s->W, s->H);
+    }
+    return 0;
+}
+
 static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, double loss_scale, gradsync *gs,
                     double *loss_sum, double *data_s) {
     det_ctx *c = t->ctx;
@@ -63,21 +79,25 @@ static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
     }
     const size_t per = (size_t)s->D * (size_t)ph * (size_t)pw;
     int64_t b = 0;
-    for (int i = 0; i < n; i++) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
         const int64_t j0 = s->off[idx[i]], m = s->off[idx[i] + 1] - j0;
-        int rc = det_load_input(c->x + per * i, ph, pw, s, idx[i], c->geo[i], c->raw, c->tmp, c->window);
-        if (rc) return rc;
+        rc = check_sample_boxes(s, idx[i]);
+        if (!rc) rc = det_load_input(c->x + per * i, ph, pw, s, idx[i], c->geo[i], c->raw, c->tmp, c->window);
+        if (rc) break;
         det_boxes_to_input(c->gtbox + 4 * b, s->boxes + 4 * j0, m, c->geo[i]);
         det_gt g = {c->gtbox + 4 * b, NULL, m, NULL, 0, c->geo[i].oh, c->geo[i].ow};
         c->gt[i] = g;
         b += m;
     }
+    // A bad sample on one rank stops every rank before the forward pass (issue 16).
+    if ((rc = gradsync_agree(gs, rc))) return rc;
     PL_ASSERT(b == nbox);
     *data_s = pl_time() - t0;
     pl_rng sr;
     pl_rng_seed(&sr, aug_sample_seed(c->o.seed ^ k_sampling_tag, epoch, idx[0]));
     double l[4];
-    int rc = detector_train_step(c->det, l, c->x, nn_dims_make(n, 1, s->D, ph, pw), c->gt, loss_scale, &sr);
+    rc = detector_train_step(c->det, l, c->x, nn_dims_make(n, 1, s->D, ph, pw), c->gt, loss_scale, &sr);
     if (rc) return rc;
     *loss_sum = (l[0] + l[1] + l[2] + l[3]) * n;
     gradsync_ready(gs, 0, t->params->nparams);   // one bucket after the whole backward

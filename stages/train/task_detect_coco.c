@@ -211,9 +211,17 @@ static int coco_step(train_task *t, const int64_t *idx, int n, int64_t epoch, do
     }
     const size_t per = (size_t)s->D * (size_t)ph * (size_t)pw;
     int64_t b = 0;
-    for (int i = 0; i < n; i++) {
-        int rc = load_image(c->x + per * i, ph, pw, s, idx[i], geo[i], order[i], c->raw, c->tmp);
-        if (rc) return rc;
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if ((rc = load_image(c->x + per * i, ph, pw, s, idx[i], geo[i], order[i], c->raw, c->tmp))) break;
+        for (int64_t j = s->off[idx[i]]; j < s->off[idx[i] + 1] && !rc; j++) {
+            const double *q = s->boxes + 4 * j;   // (x1, y1, x2, y2) in the stored S x S frame
+            if (!(isfinite(q[0]) && isfinite(q[1]) && isfinite(q[2]) && isfinite(q[3]) && q[2] >= q[0] && q[3] >= q[1]))
+                rc = pl_fail(PL_EFORMAT, "%s: sample %lld (image_id %lld) box row %lld is (%g, %g, %g, %g): need x1 <= x2, "
+                             "y1 <= y2", s->path, (long long)idx[i], (long long)s->image_id[idx[i]], (long long)j, q[0],
+                             q[1], q[2], q[3]);
+        }
+        if (rc) break;
         int64_t ng = 0, ni = 0, b0 = b;
         for (int64_t j = s->off[idx[i]]; j < s->off[idx[i] + 1]; j++) b += !s->crowd[j];
         int64_t bi = b;   // ignore regions follow the image's boxes
@@ -231,11 +239,13 @@ static int coco_step(train_task *t, const int64_t *idx, int n, int64_t epoch, do
         c->gt[i] = g;
         b = bi + ni;
     }
+    // A bad sample on one rank stops every rank before the forward pass (issue 16).
+    if ((rc = gradsync_agree(gs, rc))) return rc;
     *data_s = pl_time() - t0;
     pl_rng sr;
     pl_rng_seed(&sr, aug_sample_seed(c->o.seed ^ k_sampling_tag, epoch, idx[0]));
     double l[4];
-    int rc = detector_train_step(c->det, l, c->x, nn_dims_make(n, 1, s->D, ph, pw), c->gt, loss_scale, &sr);
+    rc = detector_train_step(c->det, l, c->x, nn_dims_make(n, 1, s->D, ph, pw), c->gt, loss_scale, &sr);
     if (rc) return rc;
     *loss_sum = (l[0] + l[1] + l[2] + l[3]) * n;
     gradsync_ready(gs, 0, t->params->nparams);

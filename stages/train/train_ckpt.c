@@ -33,7 +33,10 @@ int train_ckpt_save(const train_state *st, const nn_params *p, const pl_cfg *cfg
     ckpt_writer *w = NULL;
     int np = 0, nb = 0, nm = 0, rc;
     ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb), *tm = views(p, NN_PARAM, 1, &nm);
-    if (!tp || !tb || !tm) { rc = PL_ENOMEM; goto done; }
+    // Every rank learns of a failed allocation before the collective open (issue 16).
+    rc = !tp || !tb || !tm ? PL_ENOMEM : 0;
+    MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MIN, comm);
+    if (rc) goto done;
     if ((rc = ckpt_writer_open(&w, dir, st->step, comm))) goto done;
     if ((rc = ckpt_write_tensors(w, "/params", tp, np))) goto done;
     if (nb && (rc = ckpt_write_tensors(w, "/buffers", tb, nb))) goto done;

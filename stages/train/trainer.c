@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,7 @@
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
-static void install_signals(void) {
+void trainer_install_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -62,6 +63,33 @@ static void sync_buffers(nn_params *p, MPI_Comm comm, int size) {
     MPI_Allreduce(MPI_IN_PLACE, p->buffers, (int)p->nbuffers, MPI_FLOAT, MPI_SUM, comm);
     const float inv = 1.0f / (float)size;
     for (size_t i = 0; i < p->nbuffers; i++) p->buffers[i] *= inv;
+}
+
+// One failure policy for a training step (issue 16): a rank whose step failed still completes
+// the step's gradient all-reduce (with zeros), then every rank learns whether any rank failed
+// and all stop together; a rank that leaves alone would strand the others in MPI_Waitall.
+// The failing rank names its samples (indices into the training shard).
+static int step_failed(int rc, gradsync *gs, MPI_Comm comm, int64_t step, int64_t epoch, const int64_t *idx, int n) {
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    if (rc) {
+        gradsync_fail(gs);
+        if (!gs->peer_failed) {
+            char list[256] = "";
+            size_t len = 0;
+            for (int i = 0; i < n && len + 24 < sizeof list; i++)
+                len += (size_t)snprintf(list + len, sizeof list - len, "%s%lld", i ? "," : "", (long long)idx[i]);
+            LOG_ERROR("train: step:%lld epoch:%lld failed on this rank; its samples:%s (see the error above)",
+                      (long long)step, (long long)epoch, list);
+        }
+    }
+    int who = rc && !gs->peer_failed ? rank + 1 : 0, first = who ? who : INT32_MAX, any = who;
+    MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, comm);
+    if (!any) return 0;
+    MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, comm);
+    LOG0("train: step:%lld failed on rank %d; every rank stops (exit %d)", (long long)step,
+         first == INT32_MAX ? -1 : first - 1, MP3D_EXIT_FAIL);
+    return 1;
 }
 
 int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
@@ -125,7 +153,7 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
     if (gradsync_init(&gs, comm, P->grads, P->nparams, bucket)) { metrics_close(metrics); return MP3D_EXIT_FAIL; }
     int64_t *perm = pl_malloc(sizeof(int64_t) * (size_t)t->n_train, "epoch permutation");
     if (!perm) { gradsync_free(&gs); metrics_close(metrics); return MP3D_EXIT_FAIL; }
-    install_signals();
+    trainer_install_signals();
 
     LOG0("train: task:%s samples:%lld batch:%lld ranks:%d steps_per_epoch:%lld total_steps:%lld lr:%g params:%zu "
          "nesterov:%d weight_decayed:%zu",
@@ -148,8 +176,10 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
         }
         double t0 = pl_time(), loss_sum = 0, data_s = 0;
         const int n = (int)(hi - lo);
+        gs.state = GRADSYNC_IDLE;
+        gs.peer_failed = 0;
         rc = t->step(t, perm + pos * B + lo, n, epoch, (double)n / (double)B, &gs, &loss_sum, &data_s);
-        if (rc) { code = MP3D_EXIT_FAIL; break; }
+        if (step_failed(rc, &gs, comm, step, epoch, perm + pos * B + lo, n)) { code = MP3D_EXIT_FAIL; break; }
         if (clip > 0) sgd_clip_grad_norm(P->grads, P->nparams, clip);
         const double lr = sgd_lr_at(&sch, step);
         opt.lr = lr;

@@ -42,5 +42,10 @@ int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
 // Multi-class detection pre-training on mp3d vdt COCO shards (stages/task_detect_coco.c).
 int task_detect_coco_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
 
+// SIGTERM / SIGUSR1 set the trainer's stop flag (checkpoint at the end of the step, exit 75).
+// trainer_run installs it; mp3d's main installs it first thing, so a signal during start-up
+// (before MPI_Init, config, data) is not lost (issue 16). Idempotent.
+void trainer_install_signals(void);
+
 // The loop. Returns an exit code (stages/stages.h), identical on every rank.
 int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm);

@@ -39,14 +39,14 @@ static void add(model *m, const char *name, int ndim, int64_t a, int64_t b, int6
 
 static void add_conv(model *m, const char *name, int64_t oc, int64_t ic, int64_t k) {
     char n[96];
-    snprintf(n, sizeof n, "%s.weight", name);
+    if (snprintf(n, sizeof n, "%s.weight", name) >= (int)sizeof n) return;
     add(m, n, 5, oc, ic, k, k, k);
 }
 static void add_bn(model *m, const char *name, int64_t c, int buffers) {
     char n[96];
     static const char *const p[] = {"weight", "bias"}, *const b[] = {"running_mean", "running_var"};
     for (int i = 0; i < 2; i++) {
-        snprintf(n, sizeof n, "%s.%s", name, buffers ? b[i] : p[i]);
+        if (snprintf(n, sizeof n, "%s.%s", name, buffers ? b[i] : p[i]) >= (int)sizeof n) return;
         add(m, n, 1, c, 0, 0, 0, 0);
     }
     if (buffers) {

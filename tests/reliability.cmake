@@ -1,0 +1,31 @@
+# Reliability (issue 16): faults a hostile user or a full disk would cause. Hang tests run at 2
+# and 3 ranks and must finish well inside their TIMEOUT (a hang is a timeout = failure).
+add_executable(rel_tool rel_tool.c)
+target_link_libraries(rel_tool PRIVATE mp3d_stages)
+foreach(np 2 3)
+  mp3d_script_test(test_rel_step_fail_np${np} test_rel.sh TIMEOUT 120 LABELS "mpi;reliability"
+                   ARGS step_fail ${np} $<TARGET_FILE:rel_tool>)
+endforeach()
+# Disk full during a checkpoint write (a 2 MB tmpfs as output.dir; skipped without root).
+foreach(np 1 2 3)
+  mp3d_script_test(test_rel_ckpt_full_np${np} test_rel.sh TIMEOUT 180 LABELS "mpi;reliability"
+                   ARGS ckpt_full ${np} $<TARGET_FILE:rel_tool>)
+endforeach()
+# Bad DL_info.csv rows (preprocess, serial).
+mp3d_script_test(test_rel_pp_rows test_rel.sh TIMEOUT 60 LABELS reliability ARGS pp_rows 1 $<TARGET_FILE:rel_tool>)
+# Image decoders: pixel limit, corrupt JPEG data (serial).
+mp3d_test(test_rel_image test_rel_image.c TIMEOUT 60 LABELS reliability)
+# Data lost in damaged archives is counted (vdt).
+foreach(np 1 2)
+  mp3d_script_test(test_rel_vdt_loss_np${np} test_rel.sh TIMEOUT 120 LABELS "mpi;reliability"
+                   ARGS vdt_loss ${np} $<TARGET_FILE:rel_tool>)
+endforeach()
+# mp3d froc on files that are not detection CSVs; mp3d infer writing over its input.
+mp3d_script_test(test_rel_froc_input test_rel.sh TIMEOUT 60 LABELS reliability ARGS froc_input 1 $<TARGET_FILE:rel_tool>)
+mp3d_script_test(test_rel_infer_io test_rel.sh TIMEOUT 60 LABELS reliability
+                 ARGS infer_io 1 $<TARGET_FILE:rel_tool> $<TARGET_FILE:train_tool>)
+# SIGTERM to mpirun (scancel / time limit under MP3D_LAUNCH=mpirun) and during start-up.
+foreach(np 2 3)
+  mp3d_script_test(test_rel_term_np${np} test_rel.sh TIMEOUT 150 LABELS "mpi;reliability"
+                   ARGS term ${np} $<TARGET_FILE:rel_tool>)
+endforeach()
