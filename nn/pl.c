@@ -62,10 +62,6 @@ void pl_quiet_begin(void) { g_quiet++; }
 void pl_quiet_end(void) {
     if (g_quiet > 0) g_quiet--;
 }
-void pl_set_error_echo(int on) {
-    if (on) pl_quiet_end();
-    else pl_quiet_begin();
-}
 
 const char *pl_err_name(int code) {
     switch (code) {

@@ -33,9 +33,6 @@ void pl_clear_error(void);
 // probes quietly never turns the echo back on for a caller that had silenced it.
 void pl_quiet_begin(void);
 void pl_quiet_end(void);             // a stray end (depth 0) is ignored
-// Compatibility form of the regions for code written against the old toggle: 0 begins one,
-// anything else ends one. New code calls pl_quiet_begin/pl_quiet_end.
-void pl_set_error_echo(int on);
 const char *pl_err_name(int code);   // "EINVAL", ...
 
 // Always-on assertion for true invariants (not for input validation).

@@ -17,7 +17,7 @@
 #include "nn/pl.h"
 #include "pipeline/commands.h"
 #include "stages/stages.h"
-#include "stages/trainer.h"
+#include "stages/train/trainer.h"
 
 #ifndef MP3D_VERSION
 #define MP3D_VERSION "0.0.0"

@@ -25,7 +25,6 @@ static int load(pk_arena *a, pk_obj **o, const char *bytes, size_t n, size_t *us
 
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);   // interleave with the errors on stderr
-    pl_set_error_echo(1);
     pk_arena *a = NULL;
     PL_ASSERT(pk_arena_create(&a) == 0);
     pk_obj *o = NULL;
@@ -173,7 +172,7 @@ int main(void) {
 
     // Mutations of a valid state-dict pickle: every truncation and 20000 random byte edits are
     // either loaded or refused with an error; none may crash (run under ASan/UBSan in CI).
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     pk_buf v = {0};
     pk_put_raw(&v, "\x80\x02", 2);
     pk_put_global(&v, "collections", "OrderedDict");
@@ -236,7 +235,7 @@ int main(void) {
         pk_arena_destroy(fa);
     }
     free(m);
-    pl_set_error_echo(1);
+    pl_quiet_end();
     printf("fuzz: truncations refused %d/%zu, mutants accepted %d refused %d, no crash\n", ok_trunc, v.n, accepted, refused);
     pk_buf_free(&v);
 

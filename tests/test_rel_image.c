@@ -39,7 +39,7 @@ static size_t find_marker(const uint8_t *b, size_t n, uint8_t m) {
 }
 
 int main(void) {
-    pl_set_error_echo(0);
+    pl_quiet_begin();
     const int W = 256, H = 256;
     uint8_t *px = texture(W, H), *jpg = NULL, *out = NULL;
     size_t len = 0;

@@ -84,9 +84,9 @@ int gradsync_agree(gradsync *g, int rc) {
     if (rc) return rc;
     if (all) {
         g->peer_failed = 1;
-        pl_set_error_echo(0);
+        pl_quiet_begin();
         int r = pl_fail(PL_EINVAL, "another rank failed to load its samples");
-        pl_set_error_echo(1);
+        pl_quiet_end();
         return r;
     }
     return 0;

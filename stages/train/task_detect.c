@@ -38,7 +38,7 @@ typedef struct {
 // The stored boxes of sample i (0-based pixel centres of the stored H x W frame) must be finite,
 // non-empty and inside the image, else the detector's targets are garbage; named by shard,
 // sample, key slice and row so the CSV line can be found.
-static int check_sample_boxes(const det_split *s, int64_t i) {
+static int check_sample_boxes(const lesion_shard *s, int64_t i) {
     for (int64_t j = s->off[i]; j < s->off[i + 1]; j++) {
         const double *b = s->boxes + 4 * j;
         int ok = isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) && b[2] > b[0] && b[3] > b[1] &&
