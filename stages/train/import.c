@@ -25,6 +25,7 @@
 #include "nn/pl.h"
 #include "nn/detector.h"
 #include "stages/train/det_common.h"
+#include "stages/train/train_ckpt.h"
 #include "stages/stages.h"
 
 enum map_kind { MAP_PLAIN = 0, MAP_MMDET, MAP_MMCLS };
@@ -219,22 +220,6 @@ done:
 }
 
 // ------------------------------------------------------------------------------ mp3d import
-static ckpt_tensor *views(const nn_params *p, enum nn_param_kind kind, int *n) {
-    ckpt_tensor *t = pl_calloc((size_t)p->n + 1, sizeof *t, "checkpoint views");
-    *n = 0;
-    if (!t) return NULL;
-    for (int i = 0; i < p->n; i++) {
-        const nn_param_info *e = &p->info[i];
-        if (e->kind != kind) continue;
-        ckpt_tensor *v = &t[(*n)++];
-        v->name = e->name;
-        v->ndim = e->ndim;
-        for (int d = 0; d < e->ndim; d++) v->shape[d] = e->shape[d];
-        v->data = (kind == NN_BUFFER ? p->buffers : p->params) + e->offset;
-    }
-    return t;
-}
-
 // Writes p as an mp3d checkpoint at exactly `out` (through h5ckpt's folder + atomic rename).
 static int write_ckpt(const nn_params *p, const pl_cfg *cfg, const char *out, MPI_Comm comm) {
     int rank = 0;
@@ -242,7 +227,7 @@ static int write_ckpt(const nn_params *p, const pl_cfg *cfg, const char *out, MP
     char dir[4200], file[4300], latest[4300];
     snprintf(dir, sizeof dir, "%s.import.d", out);
     int np = 0, nb = 0, rc;
-    ckpt_tensor *tp = views(p, NN_PARAM, &np), *tb = views(p, NN_BUFFER, &nb);
+    ckpt_tensor *tp = train_ckpt_views(p, NN_PARAM, 0, &np), *tb = train_ckpt_views(p, NN_BUFFER, 0, &nb);
     ckpt_writer *w = NULL;
     if (!tp || !tb) { rc = PL_ENOMEM; goto done; }
     if ((rc = ckpt_writer_open(&w, dir, 0, comm))) goto done;

@@ -12,7 +12,7 @@
 
 
 // Tensor views of one kind of entry; `momentum` selects the momentum buffer of NN_PARAMs.
-static ckpt_tensor *views(const nn_params *p, enum nn_param_kind kind, int momentum, int *n) {
+ckpt_tensor *train_ckpt_views(const nn_params *p, enum nn_param_kind kind, int momentum, int *n) {
     ckpt_tensor *t = pl_calloc((size_t)(p->n ? p->n : 1), sizeof *t, "checkpoint views");
     *n = 0;
     if (!t) return NULL;
@@ -32,7 +32,7 @@ int train_ckpt_save(const train_state *st, const nn_params *p, const pl_cfg *cfg
     const char *dir = cfg_str(cfg, "output.dir");
     ckpt_writer *w = NULL;
     int np = 0, nb = 0, nm = 0, rc;
-    ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb), *tm = views(p, NN_PARAM, 1, &nm);
+    ckpt_tensor *tp = train_ckpt_views(p, NN_PARAM, 0, &np), *tb = train_ckpt_views(p, NN_BUFFER, 0, &nb), *tm = train_ckpt_views(p, NN_PARAM, 1, &nm);
     // Every rank learns of a failed allocation before the collective open (issue 16).
     rc = !tp || !tb || !tm ? PL_ENOMEM : 0;
     MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MIN, comm);
@@ -75,7 +75,7 @@ static int init_from(nn_params *p, const char *path, MPI_Comm comm) {
     int rc = ckpt_open(&r, path, comm, 0);
     if (rc) return rc;
     int np = 0, nb = 0;
-    ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb);
+    ckpt_tensor *tp = train_ckpt_views(p, NN_PARAM, 0, &np), *tb = train_ckpt_views(p, NN_BUFFER, 0, &nb);
     int *sp = pl_calloc((size_t)(np + 1), sizeof(int), "status"), *sb = pl_calloc((size_t)(nb + 1), sizeof(int), "status");
     ckpt_match_report rp = {0}, rb = {0};
     if (!tp || !tb || !sp || !sb) { rc = PL_ENOMEM; goto done; }
@@ -133,7 +133,7 @@ int train_ckpt_resume(train_state *st, nn_params *p, const pl_cfg *cfg, MPI_Comm
     if (rc) return rc;
     if (skipped) LOG0("resume: skipped %d invalid newer checkpoint(s) (see warnings above)", skipped);
     int np = 0, nb = 0, nm = 0;
-    ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb), *tm = views(p, NN_PARAM, 1, &nm);
+    ckpt_tensor *tp = train_ckpt_views(p, NN_PARAM, 0, &np), *tb = train_ckpt_views(p, NN_BUFFER, 0, &nb), *tm = train_ckpt_views(p, NN_PARAM, 1, &nm);
     ckpt_state s;
     if (!tp || !tb || !tm) { rc = PL_ENOMEM; goto done; }
     if ((rc = ckpt_read_tensors(r, "/params", tp, np))) goto done;
@@ -187,7 +187,7 @@ int train_ckpt_load_weights(nn_params *p, const char *path, MPI_Comm comm) {
     int rc = ckpt_open(&r, path, comm, 0);
     if (rc) return rc;
     int np = 0, nb = 0;
-    ckpt_tensor *tp = views(p, NN_PARAM, 0, &np), *tb = views(p, NN_BUFFER, 0, &nb);
+    ckpt_tensor *tp = train_ckpt_views(p, NN_PARAM, 0, &np), *tb = train_ckpt_views(p, NN_BUFFER, 0, &nb);
     if (!tp || !tb) rc = PL_ENOMEM;
     if (!rc) rc = ckpt_read_tensors(r, "/params", tp, np);
     if (!rc && nb) rc = ckpt_read_tensors(r, "/buffers", tb, nb);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "io/config.h"
+#include "io/h5ckpt.h"
 #include "nn/params.h"
 
 typedef struct {
@@ -18,6 +19,9 @@ typedef struct {
 } train_state;
 
 // 1 = resumed, 0 = fresh start (init_from applied if set), negative = error (message logged).
+// Named views of p's tensors of one kind (NN_PARAM: parameters, or their momentum buffers when
+// momentum != 0; NN_BUFFER: buffers) for io/h5ckpt; *n gets the count. malloc'ed; NULL on no memory.
+ckpt_tensor *train_ckpt_views(const nn_params *p, enum nn_param_kind kind, int momentum, int *n);
 int train_ckpt_resume(train_state *st, nn_params *p, const pl_cfg *cfg, MPI_Comm comm);
 int train_ckpt_save(const train_state *st, const nn_params *p, const pl_cfg *cfg, MPI_Comm comm);
 // Collective. The stored config text of a checkpoint (*text malloc'ed, caller frees).
