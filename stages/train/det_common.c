@@ -206,7 +206,14 @@ int det_val_wanted(const pl_cfg *cfg, const char *root, const char *file, const 
     return 0;
 }
 
-int det_task_new(train_task **out, size_t ctx_bytes, const char *name) {
+void det_task_free(train_task *t, detector *det, void *const *bufs, int n) {
+    detector_destroy(det);
+    for (int i = 0; i < n; i++) free(bufs[i]);
+    if (t) free(t->ctx);
+    free(t);
+}
+
+int det_task_new(train_task **out, size_t ctx_bytes, const char *name, const train_task *fns) {
     *out = NULL;
     train_task *t = pl_calloc(1, sizeof *t, "task");
     void *c = pl_calloc(1, ctx_bytes, name);
@@ -217,6 +224,8 @@ int det_task_new(train_task **out, size_t ctx_bytes, const char *name) {
     }
     t->ctx = c;
     t->name = name;
+    t->step = fns->step;
+    t->destroy = fns->destroy;
     *out = t;
     return 0;
 }

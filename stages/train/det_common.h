@@ -50,6 +50,8 @@ int det_train_opts_from_cfg(det_train_opts *o, const pl_cfg *cfg, int ranks);
 // 1 when the task validates: train.val_every > 0 and root/<file> exists (a missing file is logged
 // with `tag` and means training without validation).
 int det_val_wanted(const pl_cfg *cfg, const char *root, const char *file, const char *tag);
-// A zeroed task named `name` owning a zeroed context of ctx_bytes (t->ctx); PL_ENOMEM frees both.
-// The caller wires step / validate / destroy.
-int det_task_new(train_task **t, size_t ctx_bytes, const char *name);
+// A zeroed task named `name` owning a zeroed context of ctx_bytes (t->ctx), with its step and
+// destroy functions; PL_ENOMEM frees both. The caller wires validate.
+int det_task_new(train_task **t, size_t ctx_bytes, const char *name, const train_task *fns);
+// The other half: destroys det, frees the n buffers of bufs, the context and t (each may be NULL).
+void det_task_free(train_task *t, detector *det, void *const *bufs, int n);

@@ -148,33 +148,23 @@ static int det_validate(train_task *t, MPI_Comm comm, char *json, size_t json_ca
 }
 
 static void det_destroy(train_task *t) {
-    if (!t) return;
-    det_ctx *c = t->ctx;
-    if (c) {
-        detector_destroy(c->det);
-        lesion_shard_close(&c->tr);
-        lesion_shard_close(&c->va);
-        free(c->x);
-        free(c->tmp);
-        free(c->raw);
-        free(c->gtbox);
-        free(c->gt);
-        free(c->geo);
-        free(c);
-    }
-    free(t);
+    det_ctx *c = t ? t->ctx : NULL;
+    if (!c) { det_task_free(t, NULL, NULL, 0); return; }
+    lesion_shard_close(&c->tr);
+    lesion_shard_close(&c->va);
+    void *const bufs[] = {c->x, c->tmp, c->raw, c->gtbox, c->gt, c->geo};
+    det_task_free(t, c->det, bufs, (int)(sizeof bufs / sizeof bufs[0]));
 }
 
 int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     *out = NULL;
-    int size = 1;
-    MPI_Comm_size(comm, &size);
+    const train_task fns = {.step = det_step, .destroy = det_destroy};
     train_task *t = NULL;
-    int rc = det_task_new(&t, sizeof(det_ctx), "detect");
+    int rc = det_task_new(&t, sizeof(det_ctx), "detect", &fns);
     if (rc) return rc;
     det_ctx *c = t->ctx;
-    t->step = det_step;
-    t->destroy = det_destroy;
+    int size = 1;
+    MPI_Comm_size(comm, &size);
     const char *root = cfg_str(cfg, "input.root");
     if ((rc = lesion_shard_open(&c->tr, root, "train"))) goto fail;
     c->has_val = det_val_wanted(cfg, root, "val.h5", "detect");

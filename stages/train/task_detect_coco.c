@@ -393,35 +393,23 @@ static int coco_validate(train_task *t, MPI_Comm comm, char *json, size_t json_c
 }
 
 static void coco_destroy(train_task *t) {
-    if (!t) return;
-    coco_ctx *c = t->ctx;
-    if (c) {
-        detector_destroy(c->det);
-        coco_split_close(&c->tr);
-        coco_split_close(&c->va);
-        free(c->cat_ids);
-        free(c->cat_names);
-        free(c->x);
-        free(c->tmp);
-        free(c->raw);
-        free(c->gtbox);
-        free(c->gtlab);
-        free(c->gt);
-        free(c);
-    }
-    free(t);
+    coco_ctx *c = t ? t->ctx : NULL;
+    if (!c) { det_task_free(t, NULL, NULL, 0); return; }
+    coco_split_close(&c->tr);
+    coco_split_close(&c->va);
+    void *const bufs[] = {c->cat_ids, c->cat_names, c->x, c->tmp, c->raw, c->gtbox, c->gtlab, c->gt};
+    det_task_free(t, c->det, bufs, (int)(sizeof bufs / sizeof bufs[0]));
 }
 
 int task_detect_coco_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     *out = NULL;
-    int size = 1;
-    MPI_Comm_size(comm, &size);
+    const train_task fns = {.step = coco_step, .destroy = coco_destroy};
     train_task *t = NULL;
-    int rc = det_task_new(&t, sizeof(coco_ctx), "detect_coco");
+    int rc = det_task_new(&t, sizeof(coco_ctx), "detect_coco", &fns);
     if (rc) return rc;
     coco_ctx *c = t->ctx;
-    t->step = coco_step;
-    t->destroy = coco_destroy;
+    int size = 1;
+    MPI_Comm_size(comm, &size);
     const char *root = cfg_str(cfg, "input.root");
     snprintf(c->out_dir, sizeof c->out_dir, "%s", cfg_str(cfg, "output.dir"));
     if ((rc = coco_split_open(&c->tr, root, "train"))) goto fail;
