@@ -18,6 +18,7 @@
 #include "nn/conv3d.h"
 #include "nn/loss.h"
 #include "nn/net.h"
+#include "nn/parallel.h"
 #include "nn/pl.h"
 #include "nn/sgd.h"
 
@@ -274,6 +275,41 @@ static void bench_step(nn_dims in, int threads, int steps) {
                 (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, threads, msg[0] * 1e3, rss_mb, msg[2] / 1048576, msg[1], msg[3]);
 }
 
+// The cost of one nn_parallel_for region: one index per thread, each ~10 us of arithmetic, so an
+// ideal fork/join takes the time of one index and a serial loop `threads` times that. Best of 5
+// rounds of 2000 regions; the serial time of one index is measured the same way. The network
+// step calls hundreds of regions (vol2col, col2vol, norms, pools, element-wise passes).
+static void region_body(void *ctx, int64_t lo, int64_t hi) {
+    volatile double *acc = ctx;
+    for (int64_t i = lo; i < hi; i++) {
+        double x = (double)i;
+        for (int k = 0; k < 4000; k++) x = x * 0.999999 + 1e-9;
+        acc[i & 7] += x;
+    }
+}
+
+static void bench_regions(int threads) {
+    volatile double acc[8] = {0};
+    double best = 1e30, one = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = pl_time();
+        for (int i = 0; i < 2000; i++) region_body((void *)acc, 0, 1);
+        one = PL_MIN(one, (pl_time() - t0) / 2000);
+    }
+    nn_set_threads(threads);
+    for (int r = 0; r < 5; r++) {
+        double t0 = pl_time();
+        for (int i = 0; i < 2000; i++) nn_parallel_for(threads, 1, region_body, (void *)acc);
+        best = PL_MIN(best, (pl_time() - t0) / 2000);
+    }
+    nn_set_threads(0);
+    printf("parallel_for region thr:%d (%d x %.1f us of work)  %8.2f us/region  overhead %.2f us\n", threads,
+           threads, one * 1e6, best * 1e6, (best - one) * 1e6);
+    if (g_json)
+        fprintf(g_json, "{\"kind\":\"region\",\"threads\":%d,\"work_us\":%.2f,\"us\":%.2f}\n", threads, one * 1e6,
+                best * 1e6);
+}
+
 int main(int argc, char **argv) {
     int quick = 0;
     const char *out = NULL;
@@ -299,6 +335,8 @@ int main(int argc, char **argv) {
         {"P3D (1,3,3)+(3,1,1) 64->64 (2,64,9,128,128)", 2, {cs, ct}, {2, 64, 9, 128, 128}},
         {"conv 1x1x1 256->64 (2,256,9,64,64)", 1, {c1}, {2, 256, 9, 64, 64}},
     };
+    for (int t = 2; t <= 4; t += 2)
+        if (!getenv("NN_BENCH_NO_REGIONS")) bench_regions(t);
     pl_rng rng;
     pl_rng_seed(&rng, 1);
     int ncases = (int)(sizeof cases / sizeof cases[0]);
