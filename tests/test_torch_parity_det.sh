@@ -29,14 +29,21 @@ S=64 ARCH=resnet3dv1c18 WIDTH=0.125 GN=4 FPN=16 FC=32 WLO=-160.0 WHI=240.0
     { cat "$T/synth.log"; echo "FAIL synth"; exit 1; }
 "$BIN" preprocess "$SRC/configs/demo_preprocess.cfg" --set input.root="$T/syn/deeplesion" --set output.dir="$T/pp" \
     --set preprocess.size=$S --set preprocess.splits=train >"$T/pp.log" 2>&1 || { cat "$T/pp.log"; echo "FAIL preprocess"; exit 1; }
+# TORCH_PARITY_DET_MODE=parity (default): 1 rank vs PyTorch float64, 2 ranks vs PyTorch float32 (data-parallel
+# recipe: rank shares of the trainer's epoch permutation, each normalised on its own).
+# TORCH_PARITY_DET_MODE=perturb: 1 rank, and every perturbation of PyTorch's recipe (momentum 0.85, Nesterov off,
+# weight decay on norm/bias too, no warm-up) must FAIL the comparison.
+MODE=${TORCH_PARITY_DET_MODE:-parity}
+DIRS2=""
+[ "$MODE" = parity ] && DIRS2=", {\"dir\": \"$T/mp3d2\", \"label\": \"np2\", \"ranks\": 2}"
 N=$($PY -c "import h5py; print(h5py.File('$T/pp/train.h5')['images'].shape[0])")
 cat >"$T/parity.json" <<EOF
 {"data": "$T/pp", "init": "$T/init.h5", "arch": "$ARCH", "width": $WIDTH, "gn_groups": $GN, "depth": 9,
  "size": $S, "window": [$WLO, $WHI], "fpn": $FPN, "fc": $FC, "ratios": [0.5, 1.0, 2.0], "anchor_scale": 2.0,
  "rpn_post_nms": 65536, "batch": $N, "lr": $LR, "lr_batch": $N, "steps": $STEPS, "min_lr": 0.0,
  "warmup_iters": $WARM, "warmup_factor": $WFACTOR, "momentum": $MOM, "nesterov": $NESTEROV,
- "weight_decay": $WD, "wd_norm_bias": $WNB, "tol": 1e-4, "tol_state": 1e-2,
- "mp3d_dirs": [{"dir": "$T/mp3d", "label": "np1"}]}
+ "weight_decay": $WD, "wd_norm_bias": $WNB, "seed": 1, "tol": 1e-4, "tol_state": 1e-2,
+ "mp3d_dirs": [{"dir": "$T/mp3d", "label": "np1", "ranks": 1}$DIRS2]}
 EOF
 $PY "$HERE/torch_parity_det.py" init "$T/init.h5" "$T/parity.json" 5 || exit 1
 cat >"$T/parity.cfg" <<EOF
@@ -57,4 +64,9 @@ t0=$(date +%s.%N); "$BIN" train "$T/parity.cfg" >"$T/mp3d.log" 2>&1 || { cat "$T
 echo "mp3d train: $(awk -v a="$t0" -v b="$(date +%s.%N)" "BEGIN{printf \"%.1f\", b - a}") s"; grep -E "init_from: file" "$T/mp3d.log" | sed 's/^.*INFO //'
 grep -qE "init_from: file:.* absent:0 shape_mismatch:0 unused_in_file:0" "$T/mp3d.log" ||
     { echo "FAIL: init_from did not load every tensor by name"; exit 1; }
+if [ "$MODE" = perturb ]; then
+    exec $PY "$HERE/torch_parity_det.py" perturbations "$T/parity.json" momentum,nesterov,wd_exempt,warmup
+fi
+mpirun -np 2 "$BIN" train "$T/parity.cfg" --set output.dir="$T/mp3d2" >"$T/mp3d2.log" 2>&1 ||
+    { cat "$T/mp3d2.log"; echo "FAIL: mp3d train on 2 ranks"; exit 1; }
 $PY "$HERE/torch_parity_det.py" run "$T/parity.json" ${TORCH_PARITY_PERTURB:+--perturb $TORCH_PARITY_PERTURB}

@@ -11,6 +11,8 @@
       buffers with mp3d's last checkpoint (relative L2). Exit 0 iff within CFG["tol"] (losses,
       parameters) and CFG["tol_state"] (momentum). --perturb changes the PyTorch side only
       (momentum, nesterov, wd_exempt, warmup), to show that the comparison notices.
+  torch_parity_det.py perturbations CFG.json momentum,wd_exempt,...
+      the same comparison for each perturbed recipe (PyTorch float32); exit 0 iff EVERY one fails.
 
 The two-stage recipe is written out here, independently of mp3d, as mmdetection 2.x states it:
   anchors: mmdet AnchorGenerator (strides 4..64, one octave scale, ratios h/w, centre offset 0,
@@ -249,12 +251,16 @@ def det_losses(model, x, gts, c, img_hw):
     r32 = rois.float().double()
     scale = torch.sqrt(((r32[:, 3] - r32[:, 1]) * (r32[:, 4] - r32[:, 2])).clamp(min=0))
     lvl = torch.floor(torch.log2(scale / 56.0 + 1e-6)).clamp(0, 3).long()
-    feat = torch.zeros(K, P[0].shape[1], 7, 7, dtype=dt)
+    parts, order = [], []
     for l in range(4):
         idx = torch.nonzero(lvl == l).reshape(-1)
         if len(idx):
-            feat = feat.index_copy(0, idx, torchvision.ops.roi_align(P[l], rois[idx], (7, 7), spatial_scale=1.0 / STRIDES[l],
-                                                                     sampling_ratio=0, aligned=True))
+            parts.append(torchvision.ops.roi_align(P[l], rois[idx], (7, 7), spatial_scale=1.0 / STRIDES[l],
+                                                   sampling_ratio=0, aligned=True))
+            order.append(idx)
+    inv = torch.empty(K, dtype=torch.long)
+    inv[torch.cat(order)] = torch.arange(K)
+    feat = torch.cat(parts)[inv]      # back to the RoI order (the sums do not depend on it)
     bh = model.roi_head.bbox_head
     h = F.relu(bh.shared_fcs[0](feat.flatten(1)))
     h = F.relu(bh.shared_fcs[1](h))
@@ -281,6 +287,45 @@ def load_data(c):
     assert H == c["size"] and W == c["size"] and H % 32 == 0, "the test stores the samples at the train size"
     gts = [(((boxes[off[i]:off[i + 1]] + 0.5) * 1.0) - 0.5).astype(np.float32) for i in range(N)]
     return torch.as_tensor(x).reshape(N, 1, D, H, W), gts, [(H, W)] * N
+
+
+M64 = (1 << 64) - 1
+
+
+class Xoshiro:
+    """nn/pl.c's pl_rng (xoshiro256** seeded by splitmix64), for the trainer's epoch permutation."""
+
+    def __init__(self, seed):
+        x, self.s = seed & M64, []
+        for _ in range(4):
+            x = (x + 0x9E3779B97F4A7C15) & M64
+            z = x
+            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+            self.s.append(z ^ (z >> 31))
+
+    def u64(self):
+        s = self.s
+        rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & M64  # noqa: E731
+        r = (rotl((s[1] * 5) & M64, 7) * 9) & M64
+        t = (s[1] << 17) & M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        return r
+
+
+def epoch_permutation(n, seed, epoch):
+    """stages/train/trainer.c: the samples of an epoch, identical on every rank."""
+    r = Xoshiro(seed * 0x9E3779B97F4A7C15 + epoch + 1)
+    perm = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = r.u64() % (i + 1)
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
 
 
 def build(c, init, dtype):
@@ -316,7 +361,10 @@ def cmd_init(out, cfg, seed):
           f"params:{sum(p.numel() for p in model.parameters())}")
 
 
-def train_torch(c, dtype):
+def train_torch(c, dtype, ranks=1):
+    """K steps; with ranks > 1 the data-parallel step of mp3d: the batch (one epoch, the trainer's
+    permutation) is cut into contiguous rank shares, each share's detector loss is normalised
+    within the share (as mmdet per GPU) and the step minimises sum_r (n_r / B) L_r."""
     model = build(c, c["init"], dtype)
     model.train()
     x, gts, hw = load_data(c)
@@ -333,7 +381,17 @@ def train_torch(c, dtype):
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        ls, cnt = det_losses(model, x, gts, c, hw)
+        if ranks == 1:
+            ls, cnt = det_losses(model, x, gts, c, hw)
+        else:
+            B = x.shape[0]
+            assert B == c["batch"], "one batch per epoch"
+            perm = epoch_permutation(B, c["seed"], it)
+            ls, cnt = [0.0] * 4, None
+            for r in range(ranks):
+                share = perm[B * r // ranks:B * (r + 1) // ranks]
+                lr_, cnt = det_losses(model, x[share], [gts[i] for i in share], c, [hw[i] for i in share])
+                ls = [a + len(share) / B * b for a, b in zip(ls, lr_)]
         loss = sum(ls)
         loss.backward()
         opt.step()
@@ -343,8 +401,8 @@ def train_torch(c, dtype):
     return model, opt, losses, parts, counts
 
 
-def cmd_run(cfg_path, perturb):
-    c = json.load(open(cfg_path))
+def perturbed(c, perturb):
+    c = dict(c)
     if perturb == "momentum":
         c["momentum"] = 0.85
     elif perturb == "nesterov":
@@ -354,7 +412,12 @@ def cmd_run(cfg_path, perturb):
     elif perturb == "warmup":
         c["warmup_iters"] = 0
     elif perturb:
-        sys.exit(f"torch_parity_det: unknown --perturb {perturb}")
+        sys.exit(f"torch_parity_det: unknown perturbation {perturb}")
+    return c
+
+
+def cmd_run(cfg_path, perturb):
+    c = perturbed(json.load(open(cfg_path)), perturb)
     torch.set_num_threads(1)
     model, opt, losses, parts, counts = train_torch(c, torch.float64)
     model32, opt32, losses32, _, _ = train_torch(c, torch.float32)
@@ -367,8 +430,32 @@ def cmd_run(cfg_path, perturb):
                   f"roi_reg:{p[3]:.6f} total:{losses[it]:.6f}")
     ok = True
     for d in c["mp3d_dirs"]:
-        ok = compare(c, perturb, d["dir"], d["label"], model, opt, losses, model32, opt32, losses32) and ok
+        if d.get("ranks", 1) == 1:
+            ok = compare(c, perturb, d["dir"], d["label"], model, opt, losses, model32, opt32, losses32) and ok
+        else:
+            # the data-parallel recipe against PyTorch float32 only (5x cheaper than float64; the
+            # 1-rank figures above show float32 within ~1e-5 of float64, far inside the tolerance)
+            m, o, lo, _, _ = train_torch(c, torch.float32, d["ranks"])
+            ok = compare(c, perturb, d["dir"], d["label"] + " (vs torch f32)", m, o, lo, None, None, None) and ok
     sys.exit(0 if ok else 1)
+
+
+def cmd_perturbations(cfg_path, whats):
+    """Each perturbation of the PyTorch side must make the comparison FAIL. The perturbed runs are
+    in float32 (5x cheaper than float64; PyTorch float32 stays within 1e-5 of float64 here, far
+    inside the tolerance, so it is an equally good reference for showing a failure)."""
+    c0 = json.load(open(cfg_path))
+    torch.set_num_threads(1)
+    bad = []
+    for what in whats.split(","):
+        c = perturbed(c0, what)
+        model32, opt32, losses32, _, _ = train_torch(c, torch.float32)
+        for d in c["mp3d_dirs"][:1]:
+            if compare(c, what, d["dir"], d["label"] + " (vs torch f32)", model32, opt32, losses32, None, None, None):
+                bad.append(f"{what}/{d['label']}")
+    print("torch_parity_det: perturbations " + (f"NOT NOTICED: {' '.join(bad)}" if bad else
+                                                 f"{whats}: every one fails the comparison, as it must"))
+    sys.exit(1 if bad else 0)
 
 
 def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, losses32):
@@ -379,37 +466,41 @@ def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, los
             ml[r["step"]] = (r["loss"], r["lr"])
     K = c["steps"]
     rl = [abs(ml[it + 1][0] - lt) / abs(lt) for it, lt in enumerate(losses)]
-    rl32 = [abs(l32 - lt) / abs(lt) for lt, l32 in zip(losses, losses32)]
+    rl32 = [abs(l32 - lt) / abs(lt) for lt, l32 in zip(losses, losses32)] if losses32 else None
     worst_lr = max(abs(ml[it + 1][1] - lr_at(c, it)) / max(lr_at(c, it), 1e-30) for it in range(K))
     for it in range(K):
         if it in (0, 1, 2, 4, 9, 14) or it == K - 1 or os.environ.get("TORCH_PARITY_VERBOSE"):
             print(f"torch_parity_det: {label} step:{it + 1} lr:{lr_at(c, it):.6g} loss_mp3d:{ml[it + 1][0]:.6f} "
-                  f"loss_torch64:{losses[it]:.6f} rel:{rl[it]:.1e} (torch f32 vs f64: {rl32[it]:.1e})")
+                  f"loss_torch:{losses[it]:.6f} rel:{rl[it]:.1e}" + (f" (torch f32 vs f64: {rl32[it]:.1e})" if rl32 else ""))
     pn = dict(model.named_parameters())
-    pn32 = dict(model32.named_parameters())
+    pn32 = dict(model32.named_parameters()) if model32 is not None else {}
     groups = {"params": [], "momentum": []}
     with h5py.File(os.path.join(mp3d_dir, f"ckpt_{K:08d}.h5"), "r") as f:
         for name, p in pn.items():
-            groups["params"].append((name, f["params"][name][()], p.detach().numpy(), pn32[name].detach().numpy()))
+            groups["params"].append((name, f["params"][name][()], p.detach().numpy(),
+                                     pn32[name].detach().numpy() if pn32 else None))
             if c["momentum"] != 0:
                 groups["momentum"].append((name, f["optim/momentum"][name][()], opt.state[p]["momentum_buffer"].numpy(),
-                                           opt32.state[pn32[name]]["momentum_buffer"].numpy()))
+                                           opt32.state[pn32[name]]["momentum_buffer"].numpy() if pn32 else None))
     fig = {}
     for g, items in groups.items():
         if not items:
             continue
         num = sum(float(((np.float64(m) - t) ** 2).sum()) for _, m, t, _ in items)
         den = sum(float((np.float64(t) ** 2).sum()) for _, _, t, _ in items)
-        n32 = sum(float(((np.float64(t32) - t) ** 2).sum()) for _, _, t, t32 in items)
+        floor = ""
+        if pn32:
+            n32 = sum(float(((np.float64(t32) - t) ** 2).sum()) for _, _, t, t32 in items)
+            floor = f" (torch f32 vs f64: {math.sqrt(n32 / den):.1e})"
         per = [(float(np.linalg.norm(np.float64(m) - t) / max(np.linalg.norm(np.float64(t)), 1e-30)), n)
                for n, m, t, _ in items]
         fig[g] = math.sqrt(num / max(den, 1e-30))
         worst = max(per)
-        print(f"torch_parity_det: {label} final {g}: rel_l2:{fig[g]:.2e} (torch f32 vs f64: {math.sqrt(n32 / den):.1e}) "
+        print(f"torch_parity_det: {label} final {g}: rel_l2:{fig[g]:.2e}{floor} "
               f"worst_tensor_rel_l2:{worst[0]:.2e} ({worst[1]}) max_elem_rel:{max(rel(m, t) for _, m, t, _ in items):.1e}")
     tol = c["tol"]
     print(f"torch_parity_det: {label} steps:{K} perturb:{perturb or 'none'} rel_loss_step{K}:{rl[-1]:.2e} "
-          f"max_rel_loss:{max(rl):.2e} (torch f32 vs f64: {max(rl32):.1e}) max_rel_lr:{worst_lr:.1e} "
+          f"max_rel_loss:{max(rl):.2e}" + (f" (torch f32 vs f64: {max(rl32):.1e})" if rl32 else "") + f" max_rel_lr:{worst_lr:.1e} "
           f"params_rel_l2:{fig['params']:.2e} momentum_rel_l2:{fig.get('momentum', 0):.2e}")
     ok = max(rl) < tol and fig["params"] < tol and worst_lr < 1e-6 and fig.get("momentum", 0) < c["tol_state"]
     print(f"torch_parity_det: {label} " + ("ok" if ok else "FAIL") + f" (tolerance {tol:g} on every loss and the "
@@ -420,6 +511,8 @@ def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, los
 def main():
     if len(sys.argv) == 5 and sys.argv[1] == "init":
         cmd_init(*sys.argv[2:5])
+    elif len(sys.argv) == 4 and sys.argv[1] == "perturbations":
+        cmd_perturbations(sys.argv[2], sys.argv[3])
     elif len(sys.argv) in (3, 5) and sys.argv[1] == "run":
         perturb = sys.argv[4] if len(sys.argv) == 5 and sys.argv[3] == "--perturb" else ""
         cmd_run(sys.argv[2], perturb)
