@@ -7,9 +7,11 @@
   torch_parity_det.py run CFG.json [--perturb WHAT]
       trains the same detector from the same file in PyTorch float64 (the reference) and float32
       (the yardstick of rounding alone) on the whole training shard as one batch, then compares
-      every step's total loss with mp3d's metrics.jsonl and the final parameters and momentum
-      buffers with mp3d's last checkpoint (relative L2). Exit 0 iff within CFG["tol"] (losses,
-      parameters) and CFG["tol_state"] (momentum). --perturb changes the PyTorch side only
+      every step's total loss and four loss terms with mp3d's metrics.jsonl and the final
+      parameters and momentum buffers with mp3d's last checkpoint (relative L2). Exit 0 iff within
+      CFG["tol"] (total losses, parameters), CFG["tol_terms"] (terms) and CFG["tol_state"]
+      (momentum). mp3d_dirs entries with "ranks": 2 are compared with PyTorch float32 running
+      mp3d's data-parallel step (trainer permutation, per-rank normalisation). --perturb changes the PyTorch side only
       (momentum, nesterov, wd_exempt, warmup), to show that the comparison notices.
   torch_parity_det.py perturbations CFG.json momentum,wd_exempt,...
       the same comparison for each perturbed recipe (PyTorch float32); exit 0 iff EVERY one fails.
@@ -420,7 +422,7 @@ def cmd_run(cfg_path, perturb):
     c = perturbed(json.load(open(cfg_path)), perturb)
     torch.set_num_threads(1)
     model, opt, losses, parts, counts = train_torch(c, torch.float64)
-    model32, opt32, losses32, _, _ = train_torch(c, torch.float32)
+    model32, opt32, losses32, parts32, _ = train_torch(c, torch.float32)
     print(f"torch_parity_det: step 1 counts {counts[0]}; step {c['steps']} counts {counts[-1]}")
     K = c["steps"]
     for it in range(K):
@@ -431,12 +433,12 @@ def cmd_run(cfg_path, perturb):
     ok = True
     for d in c["mp3d_dirs"]:
         if d.get("ranks", 1) == 1:
-            ok = compare(c, perturb, d["dir"], d["label"], model, opt, losses, model32, opt32, losses32) and ok
+            ok = compare(c, perturb, d["dir"], d["label"], model, opt, losses, model32, opt32, losses32, parts, parts32) and ok
         else:
             # the data-parallel recipe against PyTorch float32 only (5x cheaper than float64; the
             # 1-rank figures above show float32 within ~1e-5 of float64, far inside the tolerance)
-            m, o, lo, _, _ = train_torch(c, torch.float32, d["ranks"])
-            ok = compare(c, perturb, d["dir"], d["label"] + " (vs torch f32)", m, o, lo, None, None, None) and ok
+            m, o, lo, pa, _ = train_torch(c, torch.float32, d["ranks"])
+            ok = compare(c, perturb, d["dir"], d["label"] + " (vs torch f32)", m, o, lo, None, None, None, pa) and ok
     sys.exit(0 if ok else 1)
 
 
@@ -458,13 +460,31 @@ def cmd_perturbations(cfg_path, whats):
     sys.exit(1 if bad else 0)
 
 
-def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, losses32):
-    ml = {}
+PARTS = ("rpn_cls", "rpn_reg", "roi_cls", "roi_reg")
+
+
+def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, losses32, parts=None, parts32=None):
+    ml, mp = {}, {}
     for line in open(os.path.join(mp3d_dir, "metrics.jsonl")):
         r = json.loads(line)
         if r.get("stage") == "train" and "loss" in r:
             ml[r["step"]] = (r["loss"], r["lr"])
+            mp[r["step"]] = [r.get("loss_" + k) for k in PARTS]
     K = c["steps"]
+    worst_part = 0.0
+    if parts is not None:
+        # the four terms mp3d logs (metrics "loss_rpn_cls" ...) against PyTorch's, every step
+        rp = [[abs(mp[it + 1][k] - parts[it][k]) / abs(parts[it][k]) for k in range(4)] for it in range(K)]
+        worst_part = max(max(r) for r in rp)
+        for it in (0, K - 1):
+            print(f"torch_parity_det: {label} step:{it + 1} terms mp3d/torch " + " ".join(
+                f"{n}:{mp[it + 1][k]:.6g}/{parts[it][k]:.6g}" for k, n in enumerate(PARTS)))
+        f32 = ""
+        if parts32 is not None:
+            r32 = [max(abs(parts32[it][k] - parts[it][k]) / abs(parts[it][k]) for it in range(K)) for k in range(4)]
+            f32 = " (torch f32 vs f64: " + " ".join(f"{n}:{r32[k]:.1e}" for k, n in enumerate(PARTS)) + ")"
+        print(f"torch_parity_det: {label} terms max rel over {K} steps: " + " ".join(
+            f"{n}:{max(r[k] for r in rp):.1e}" for k, n in enumerate(PARTS)) + f32)
     rl = [abs(ml[it + 1][0] - lt) / abs(lt) for it, lt in enumerate(losses)]
     rl32 = [abs(l32 - lt) / abs(lt) for lt, l32 in zip(losses, losses32)] if losses32 else None
     worst_lr = max(abs(ml[it + 1][1] - lr_at(c, it)) / max(lr_at(c, it), 1e-30) for it in range(K))
@@ -502,9 +522,10 @@ def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, los
     print(f"torch_parity_det: {label} steps:{K} perturb:{perturb or 'none'} rel_loss_step{K}:{rl[-1]:.2e} "
           f"max_rel_loss:{max(rl):.2e}" + (f" (torch f32 vs f64: {max(rl32):.1e})" if rl32 else "") + f" max_rel_lr:{worst_lr:.1e} "
           f"params_rel_l2:{fig['params']:.2e} momentum_rel_l2:{fig.get('momentum', 0):.2e}")
-    ok = max(rl) < tol and fig["params"] < tol and worst_lr < 1e-6 and fig.get("momentum", 0) < c["tol_state"]
-    print(f"torch_parity_det: {label} " + ("ok" if ok else "FAIL") + f" (tolerance {tol:g} on every loss and the "
-          f"parameters, {c['tol_state']:g} on the momentum buffers; relative L2)")
+    ok = max(rl) < tol and worst_part < c["tol_terms"] and fig["params"] < tol and worst_lr < 1e-6
+    ok = ok and fig.get("momentum", 0) < c["tol_state"]
+    print(f"torch_parity_det: {label} " + ("ok" if ok else "FAIL") + f" (tolerance {tol:g} on every total loss and the "
+          f"parameters (relative L2), {c['tol_terms']:g} on the four loss terms, {c['tol_state']:g} on the momentum buffers)")
     return ok
 
 
