@@ -56,6 +56,7 @@ static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
     det_ctx *c = t->ctx;
     *loss_sum = 0;
     *data_s = 0;
+    for (int k = 0; k < t->nparts; k++) t->parts[k] = 0;
     gradsync_begin(gs);
     if (n == 0) {
         memset(t->params->grads, 0, t->params->nparams * sizeof(float));
@@ -100,6 +101,7 @@ static int det_step(train_task *t, const int64_t *idx, int n, int64_t epoch, dou
     rc = detector_train_step(c->det, l, c->x, nn_dims_make(n, 1, s->D, ph, pw), c->gt, loss_scale, &sr);
     if (rc) return rc;
     *loss_sum = (l[0] + l[1] + l[2] + l[3]) * n;
+    for (int k = 0; k < 4; k++) t->parts[k] = l[k] * n;
     gradsync_ready(gs, 0, t->params->nparams);   // one bucket after the whole backward
     return gradsync_finish(gs);
 }
@@ -163,6 +165,9 @@ int task_detect_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm) {
     int rc = det_task_new(&t, sizeof(det_ctx), "detect", &fns);
     if (rc) return rc;
     det_ctx *c = t->ctx;
+    static const char *const k_parts[4] = {"rpn_cls", "rpn_reg", "roi_cls", "roi_reg"};
+    t->nparts = 4;
+    for (int k = 0; k < 4; k++) t->part_names[k] = k_parts[k];
     int size = 1;
     MPI_Comm_size(comm, &size);
     const char *root = cfg_str(cfg, "input.root");

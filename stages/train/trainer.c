@@ -163,6 +163,7 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
     progress_init(&prog, "train", total, rank == 0, cfg_float(cfg, "log.progress_interval"));
     int64_t perm_epoch = -1;
     double t_start = pl_time(), acc_compute = 0, acc_comm = 0, acc_data = 0, acc_loss = 0;
+    double acc_parts[TRAIN_MAX_PARTS] = {0};
     int64_t acc_n = 0;
     const int64_t lo = B * rank / size, hi = B * (rank + 1) / size;  // this rank's part of a batch
     int stop = 0;
@@ -188,10 +189,12 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
         acc_comm += gs.wait_s;
         acc_data += data_s;
         acc_compute += (t1 - t0) - gs.wait_s - data_s;
-        double ls[2] = {loss_sum, (double)n};
-        MPI_Allreduce(MPI_IN_PLACE, ls, 2, MPI_DOUBLE, MPI_SUM, comm);
+        double ls[2 + TRAIN_MAX_PARTS] = {loss_sum, (double)n};
+        for (int k = 0; k < t->nparts; k++) ls[2 + k] = t->parts[k];
+        MPI_Allreduce(MPI_IN_PLACE, ls, 2 + t->nparts, MPI_DOUBLE, MPI_SUM, comm);
         acc_loss += ls[0];
         acc_n += (int64_t)ls[1];
+        for (int k = 0; k < t->nparts; k++) acc_parts[k] += ls[2 + k];
         if (!isfinite(ls[0])) {
             pl_fail(PL_ERANGE, "step %lld: loss is not finite (%g); lower train.lr or check the data", (long long)step, ls[0]);
             code = MP3D_EXIT_FAIL;
@@ -204,9 +207,15 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
                  (long long)done, (long long)epoch, acc_loss / (double)PL_MAX(acc_n, 1), lr,
                  1e3 * acc_compute / steps_in, 1e3 * acc_comm / steps_in, 1e3 * acc_data / steps_in,
                  (double)acc_n / PL_MAX(acc_compute + acc_comm + acc_data, 1e-9));
+            char parts[64 * TRAIN_MAX_PARTS] = "";
+            for (int k = 0, len = 0; k < t->nparts; k++) {
+                len += snprintf(parts + len, sizeof parts - (size_t)len, ",\"loss_%s\":%.8g", t->part_names[k],
+                                acc_parts[k] / (double)PL_MAX(acc_n, 1));
+                acc_parts[k] = 0;
+            }
             metrics_write(metrics, "train",
-                          "\"step\":%lld,\"epoch\":%lld,\"loss\":%.6f,\"lr\":%.8g,\"compute_s\":%.5f,\"comm_wait_s\":%.5f,\"data_s\":%.5f,\"images\":%lld,\"ranks\":%d",
-                          (long long)done, (long long)epoch, acc_loss / (double)PL_MAX(acc_n, 1), lr,
+                          "\"step\":%lld,\"epoch\":%lld,\"loss\":%.6f%s,\"lr\":%.8g,\"compute_s\":%.5f,\"comm_wait_s\":%.5f,\"data_s\":%.5f,\"images\":%lld,\"ranks\":%d",
+                          (long long)done, (long long)epoch, acc_loss / (double)PL_MAX(acc_n, 1), parts, lr,
                           acc_compute / steps_in, acc_comm / steps_in, acc_data / steps_in, (long long)acc_n, size);
             acc_compute = acc_comm = acc_data = acc_loss = 0;
             acc_n = 0;

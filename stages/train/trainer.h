@@ -14,6 +14,7 @@
 #include "nn/params.h"
 #include "stages/train/gradsync.h"
 
+#define TRAIN_MAX_PARTS 4
 typedef struct train_task train_task;
 struct train_task {
     const char *name;                  // "classify", "detect"
@@ -31,6 +32,12 @@ struct train_task {
     // and a one-line summary for the log, identical on every rank.
     int (*validate)(train_task *t, MPI_Comm comm, char *json, size_t json_cap, char *line, size_t line_cap);
     void (*destroy)(train_task *t);
+    // Optional loss terms (the detector's rpn_cls, rpn_reg, roi_cls, roi_reg): step writes their
+    // summed (unscaled) per-sample values to parts[0..nparts) as it does loss_sum; the trainer
+    // all-reduces them and logs "loss_<name>" beside "loss" (same averaging).
+    int nparts;
+    const char *part_names[TRAIN_MAX_PARTS];
+    double parts[TRAIN_MAX_PARTS];
 };
 
 int task_classify_create(train_task **out, const pl_cfg *cfg, MPI_Comm comm);
