@@ -671,6 +671,17 @@ int cfg_pipeline_read(const char *path, cfg_stage **stages, int *n) {
             rc = pl_fail(PL_EINVAL, "%s:%d: stage '%s': name, command or follow too long", path, line, name);
             goto done;
         }
+        // The name becomes file names (pipeline.dir/.mp3d/<name>.done, logs, job names): a plain
+        // file name, so '../../x' cannot put a marker outside pipeline.dir.
+        int name_ok = name[0] != 0 && name[0] != '.';
+        for (const char *c = name; *c && name_ok; c++)
+            name_ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
+                      *c == '-' || *c == '.';
+        if (!name_ok) {
+            rc = pl_fail(PL_EINVAL, "%s:%d: stage name '%s' must be letters, digits, '_', '-' or '.' and not start with '.' "
+                         "(it names the stage's files under pipeline.dir/.mp3d/)", path, line, name);
+            goto done;
+        }
         for (int m = 0; m < config_setting_length(g); m++) {
             const char *key = config_setting_name(config_setting_get_elem(g, (unsigned)m));
             static const char *const known[] = {"name", "command", "config", "set", "after", "follow", "ranks"};
