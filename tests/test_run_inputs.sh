@@ -2,7 +2,8 @@
 # mp3d run, issue 16's small items: (1) a stage name that is not a plain file name ('../../x') is a
 # config error naming file, line and name, and nothing is written outside pipeline.dir; (2) an
 # external input rewritten in place (same size, same second, other nanoseconds) re-runs the stage
-# instead of keeping its stale shards. One rank, a tiny DeepLesion cohort, a few seconds.
+# instead of keeping its stale shards; (3) a config value a stage rejects is logged as an ERROR
+# naming the config. A tiny DeepLesion cohort, a few seconds.
 set -u
 BIN=${MP3D_BIN:?MP3D_BIN not set}
 SRC=${MP3D_SOURCE_DIR:?MP3D_SOURCE_DIR not set}
@@ -56,6 +57,15 @@ touch -d "@$sec.123456789" "$f"
 "$BIN" run "$T/p.cfg" --dry-run >"$T/dry2.log" 2>&1
 grep -q "stage:prep .*action:would-run" "$T/dry2.log" && ok "input changed in place: the stage re-runs" ||
     { bad "input changed in place: $(grep -o 'stage:prep .*' "$T/dry2.log")"; }
+
+# 3. a config value a stage rejects (semantic, beyond the schema's range) is an ERROR naming the
+#    config file, key and value (was logged at INFO), exit 2
+mpirun -np 2 "$BIN" preprocess "$SRC/configs/demo_preprocess.cfg" --set input.root="$T/data/deeplesion" --set output.dir="$T/pp4" \
+    --set preprocess.num_slices=4 >"$T/sem.log" 2>&1
+rc=$?
+[ "$rc" = 2 ] && grep -q "^\[rank 0\] ERROR .*configs/demo_preprocess.cfg: preprocess.num_slices = 4 (must be odd" "$T/sem.log" &&
+    [ "$(grep -c "num_slices = 4" "$T/sem.log")" = 1 ] && ok "preprocess.num_slices = 4: one ERROR line naming the config, exit 2" ||
+    { bad "semantic config error: exit $rc"; grep "num_slices" "$T/sem.log"; }
 
 echo "test_run_inputs: $fail failed"
 [ "$fail" -eq 0 ]

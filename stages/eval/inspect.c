@@ -102,7 +102,7 @@ int stage_inspect_run(const pl_cfg *cfg, MPI_Comm comm) {
     MPI_Comm_rank(comm, &rank);
     const char *path = cfg_str(cfg, "inspect.file");
     if (!path[0]) {
-        LOG0("inspect: no file given (mp3d inspect FILE)");
+        LOG0_ERROR("inspect: no file given (mp3d inspect FILE)");
         return MP3D_EXIT_USAGE;
     }
     int code = MP3D_EXIT_OK;
