@@ -771,24 +771,9 @@ static int commit_rank0(ckpt_writer *w, int keep) {
     int64_t *steps = NULL;
     int ns = 0;
     if ((rc = list_ckpts(w->dir, &steps, &ns, 1))) return rc;
-    // Only checkpoints that open (format, complete flag) count toward `keep`: an unreadable
-    // ckpt_*.h5 (truncated, foreign, a newer step number) must not push valid ones out. It is left
-    // in place and named; resume skips it.
-    int kept = 0;
-    for (int i = 0; i < ns && keep > 0; i++) {
+    for (int i = keep > 0 ? keep : ns; i < ns; i++) {
         char old[PATH_CAP];
-        if (ckpt_path_for_step(old, sizeof old, w->dir, steps[i])) continue;
-        if (steps[i] == w->step) { kept++; continue; }
-        ckpt_reader *r = NULL;
-        pl_quiet_begin();
-        int bad = ckpt_open(&r, old, MPI_COMM_SELF, 0);
-        pl_quiet_end();
-        ckpt_close(r);
-        if (bad) {
-            LOG_WARN("ckpt:invalid path:%s not counted toward keep:%d, left in place (%s)", old, keep, pl_last_error());
-            continue;
-        }
-        if (kept < keep) { kept++; continue; }
+        if (steps[i] == w->step || ckpt_path_for_step(old, sizeof old, w->dir, steps[i])) continue;
         if (unlink(old) == 0) LOG_INFO("ckpt:pruned path:%s keep:%d", old, keep);
         else LOG_WARN("ckpt:prune_failed path:%s reason:%s", old, strerror(errno));
     }
