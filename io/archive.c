@@ -29,6 +29,7 @@ struct arc_reader {
     char name[1024];   // current entry ("" before the first)
     int64_t size;      // current entry size, -1 unknown
     int have_entry;
+    int unsafe;        // entries skipped for an unsafe name
 };
 
 int arc_name_ok(const char *name) {
@@ -102,6 +103,7 @@ int arc_open_memory(arc_reader **out, const void *buf, size_t len, const char *l
 }
 
 const char *arc_label(const arc_reader *r) { return r ? r->label : ""; }
+int arc_unsafe_skipped(const arc_reader *r) { return r ? r->unsafe : 0; }
 
 int arc_next(arc_reader *r, const char **name, int64_t *size) {
     *name = NULL;
@@ -127,9 +129,13 @@ int arc_next(arc_reader *r, const char **name, int64_t *size) {
         if (!nm) nm = "";
         snprintf(r->name, sizeof r->name, "%s", nm);
         if (archive_entry_filetype(e) != AE_IFREG) continue;   // folders, links, devices
-        if (!arc_name_ok(nm))
-            return pl_fail(PL_EFORMAT, "archive %s: entry '%s' has an unsafe name (empty, absolute or "
-                           "containing '..')", r->label, nm);
+        if (!arc_name_ok(nm)) {
+            // Skipped, not fatal: one hostile name must not drop every later entry of the archive
+            // (and be reported as something else by the caller).
+            r->unsafe++;
+            LOG_WARN("archive %s: entry '%s' skipped: unsafe name (empty, absolute or containing '..')", r->label, nm);
+            continue;
+        }
         r->size = archive_entry_size_is_set(e) ? (int64_t)archive_entry_size(e) : -1;
         r->have_entry = 1;
         *name = r->name;

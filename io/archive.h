@@ -11,6 +11,9 @@ typedef struct arc_reader arc_reader;
 
 int arc_open_file(arc_reader **r, const char *path);
 int arc_open_memory(arc_reader **r, const void *buf, size_t len, const char *label); // buf must outlive r
+// Entries arc_next skipped because their name was unsafe (empty, absolute, '..'); each is logged
+// (WARN) with the archive and the name, and the entries after it are still read.
+int arc_unsafe_skipped(const arc_reader *r);
 // Advances to the next regular-file entry (directories are skipped).
 // Returns 1 with *name (valid until the next call) and *size (-1 if unknown), 0 at the end,
 // or a negative pl_err for a truncated/corrupt archive or an unsafe entry name; the message

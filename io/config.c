@@ -26,7 +26,21 @@ struct pl_cfg {
     char path[1024];
     cfg_val *vals;      // (cfg_schema_len)
     char *text;         // cached cfg_text
+    int64_t unknown;    // unknown keys seen while loading (the first CFG_UNKNOWN_LOGGED are logged)
 };
+
+// libconfig checks every new setting against its siblings while parsing (quadratic: a file of
+// 91,000 unknown keys took 82 s). The schema has a few hundred keys, so a file with more
+// assignments than this is refused before libconfig parses it.
+#define CFG_MAX_ASSIGNMENTS 5000
+#define CFG_UNKNOWN_LOGGED 20
+
+// Upper bound of the settings in a config text: its '=' and ':' characters.
+static int64_t count_assignments(const char *t, size_t n) {
+    int64_t k = 0;
+    for (size_t i = 0; i < n; i++) k += t[i] == '=' || t[i] == ':';
+    return k;
+}
 
 static int key_index(const char *key) {
     for (int i = 0; i < cfg_schema_len; i++)
@@ -281,7 +295,8 @@ static int walk(pl_cfg *c, config_setting_t *grp, const char *prefix, const char
             continue;
         }
         if (ki < 0) {
-            LOG_WARN("%s: unknown key '%s' ignored (did you mean '%s'?)", where, key, nearest_key(key));
+            if (c->unknown++ < CFG_UNKNOWN_LOGGED)
+                LOG_WARN("%s: unknown key '%s' ignored (did you mean '%s'?)", where, key, nearest_key(key));
             continue;
         }
         int rc = from_setting(&c->vals[ki], &cfg_schema[ki], s, where);
@@ -331,7 +346,28 @@ static int load_any(pl_cfg **out, const char *path, const char *text, const char
         snprintf(dir, sizeof dir, "%s", c->path);
         char *slash = strrchr(dir, '/');
         if (slash && !text) { *slash = 0; config_set_include_dir(&lc, dir); }
-        int ok = text ? config_read_string(&lc, text) : config_read_file(&lc, path);
+        int64_t nassign = -1;
+        if (text) {
+            nassign = count_assignments(text, strlen(text));
+        } else {
+            FILE *f = fopen(path, "rb");
+            if (f) {
+                char buf[65536];
+                size_t got;
+                nassign = 0;
+                while ((got = fread(buf, 1, sizeof buf, f)) > 0) nassign += count_assignments(buf, got);
+                fclose(f);
+            }
+        }
+        int ok = 0;
+        if (nassign > CFG_MAX_ASSIGNMENTS) {
+            rc = pl_fail(PL_EINVAL, "%s: about %lld settings ('=' or ':'), more than %d: not an mp3d config (the schema has %d keys)",
+                         c->path, (long long)nassign, CFG_MAX_ASSIGNMENTS, cfg_schema_len);
+            config_destroy(&lc);
+            cfg_destroy(c);
+            return rc;
+        }
+        ok = text ? config_read_string(&lc, text) : config_read_file(&lc, path);
         if (!ok) {
             if (config_error_type(&lc) == CONFIG_ERR_FILE_IO)
                 rc = pl_fail(PL_EIO, "%s: cannot read config file", path);
@@ -340,6 +376,9 @@ static int load_any(pl_cfg **out, const char *path, const char *text, const char
                              config_error_line(&lc), config_error_text(&lc));
         } else {
             rc = walk(c, config_root_setting(&lc), "", c->path);
+            if (!rc && c->unknown > CFG_UNKNOWN_LOGGED)
+                LOG_WARN("%s: %lld unknown keys ignored in all (the first %d are named above)", c->path, (long long)c->unknown,
+                         CFG_UNKNOWN_LOGGED);
         }
         config_destroy(&lc);
         if (rc) { cfg_destroy(c); return rc; }
@@ -669,6 +708,17 @@ int cfg_pipeline_read(const char *path, cfg_stage **stages, int *n) {
         if (strlen(name) >= sizeof st[i].name || strlen(cmd) >= sizeof st[i].command ||
             (follow && strlen(follow) >= sizeof st[i].follow)) {
             rc = pl_fail(PL_EINVAL, "%s:%d: stage '%s': name, command or follow too long", path, line, name);
+            goto done;
+        }
+        // The name becomes file names (pipeline.dir/.mp3d/<name>.done, logs, job names): a plain
+        // file name, so '../../x' cannot put a marker outside pipeline.dir.
+        int name_ok = name[0] != 0 && name[0] != '.';
+        for (const char *c = name; *c && name_ok; c++)
+            name_ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
+                      *c == '-' || *c == '.';
+        if (!name_ok) {
+            rc = pl_fail(PL_EINVAL, "%s:%d: stage name '%s' must be letters, digits, '_', '-' or '.' and not start with '.' "
+                         "(it names the stage's files under pipeline.dir/.mp3d/)", path, line, name);
             goto done;
         }
         for (int m = 0; m < config_setting_length(g); m++) {

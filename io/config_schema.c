@@ -48,6 +48,7 @@ const cfg_key cfg_schema[] = {
     // --- train -------------------------------------------------------------------------
     {"train.task", CFG_STRING, "\"classify\"", 0, 0, "classify|detect|detect_coco", "what the trainer optimises (detect_coco: multi-class detection pre-training on mp3d vdt COCO shards)"},
     {"train.batch", CFG_INT, "256", 1, 1 << 20, ANY, "global batch size (all ranks together)"},
+    {"train.batch_fit", CFG_BOOL, "false", 0, 0, ANY, "when the training set has fewer samples than train.batch, train with batches of all its samples (lr scaled with the batch) instead of stopping: a demo recipe that also runs on a tiny cohort"},
     {"train.epochs", CFG_FLOAT, "100", 0, 1e6, ANY, "training length in epochs"},
     {"train.max_steps", CFG_INT, "0", 0, BIG, ANY, "stop after this many steps; 0 = by epochs"},
     {"train.max_minutes", CFG_FLOAT, "0", 0, 1e7, ANY, "stop (with a checkpoint) after this wall time; 0 = no limit"},

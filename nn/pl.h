@@ -60,6 +60,8 @@ void pl_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 #define LOG_ERROR(...) pl_log(PL_ERROR, __VA_ARGS__)
 // Rank-0-only info line.
 #define LOG0(...) do { if (pl_log_rank() <= 0) pl_log(PL_INFO, __VA_ARGS__); } while (0)
+// Rank-0-only error line (a verdict every rank reaches alike, e.g. a config value a stage rejects).
+#define LOG0_ERROR(...) do { if (pl_log_rank() <= 0) pl_log(PL_ERROR, __VA_ARGS__); } while (0)
 
 // Wall-clock seconds (monotonic).
 double pl_time(void);

@@ -75,7 +75,7 @@ static int (*find_fn(const char *cmd))(const pl_cfg *, MPI_Comm) {
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-// Hash of a folder's direct entries (name, size, mtime), sorted: cheap, catches replaced data.
+// Hash of a folder's direct entries (name, size, mtime in ns), sorted: cheap, catches replaced data.
 static uint64_t stamp_dir(const char *dir, uint64_t h) {
     DIR *d = opendir(dir);
     if (!d) return pl_fnv1a("-", 1, h);
@@ -100,7 +100,9 @@ static uint64_t stamp_dir(const char *dir, uint64_t h) {
         snprintf(p, sizeof p, "%s/%s", dir, names[i]);
         h = pl_fnv1a(names[i], strlen(names[i]), h);
         if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
-            int64_t v[2] = {(int64_t)st.st_size, (int64_t)st.st_mtime};
+            // nanoseconds too: a file rewritten in place within the same second (same size) is
+            // a changed input
+            int64_t v[3] = {(int64_t)st.st_size, (int64_t)st.st_mtim.tv_sec, (int64_t)st.st_mtim.tv_nsec};
             h = pl_fnv1a(v, sizeof v, h);
         }
         free(names[i]);

@@ -20,7 +20,15 @@
 #
 # Environment: MP3D_BIN (the mp3d binary), MP3D_SBATCH_ARGS (extra sbatch options for every job,
 # e.g. "--partition=cpu --account=lab"), MP3D_PRETRAIN_SBATCH / MP3D_SHARD_SBATCH /
-# MP3D_EVALUATE_SBATCH (options for one kind, e.g. "--nodes=16 --time=48:00:00"), MP3D_LOG_DIR.
+# MP3D_EVALUATE_SBATCH (options for one kind, e.g. "--nodes=16 --time=48:00:00"), MP3D_LOG_DIR,
+# MP3D_SUBMIT_CHECK=0 (skip the check below).
+#
+# Before submitting anything, every job is tried with `sbatch --test-only` (same options and
+# script, without the dependency): a job the cluster can never run (e.g. "Requested node
+# configuration is not available": more nodes, CPUs or memory than a node of the partition has)
+# would otherwise stay PENDING forever (reason PartitionConfig). Then submit.sh names the stage,
+# what its job asks (the script's #SBATCH lines with the overrides applied) and the variable that
+# changes it, and exits 2 without submitting any job.
 set -u
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,7 +38,7 @@ MP3D_SLURM_DIR=$here
 export MP3D_SLURM_DIR
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -124,6 +132,73 @@ for i in "${!names[@]}"; do
     [ "$i" = "$last" ] && continue
     case " ${waited[*]:-} " in *" ${names[$i]} "*) ;; *) sinks+=("${names[$i]}") ;; esac
 done
+
+# kind_var SCRIPT: the variable holding the options of that job script's kind.
+kind_var() {
+    case "$1" in
+        pretrain.sbatch) echo MP3D_PRETRAIN_SBATCH ;;
+        evaluate.sbatch) echo MP3D_EVALUATE_SBATCH ;;
+        *) echo MP3D_SHARD_SBATCH ;;
+    esac
+}
+# request SCRIPT OPTION...: the resources a job asks for, "key=value" for nodes, ntasks,
+# ntasks-per-node, cpus-per-task, mem, mem-per-cpu, time and partition: the script's #SBATCH
+# lines, then the options in order (sbatch lets the command line override the script; the later
+# of two options wins).
+request() {
+    local script=$1 o k v out=""
+    shift
+    declare -A req=()
+    local order=(partition nodes ntasks ntasks-per-node cpus-per-task mem mem-per-cpu time)
+    while read -r o; do
+        set -- "$o" "$@"
+    done < <(sed -n 's/^#SBATCH[[:space:]]\{1,\}\(--[^[:space:]]*\).*/\1/p' "$here/$script" | tac)
+    for o in "$@"; do
+        case "$o" in
+            -N*) k=nodes v=${o#-N} ;;
+            -n*) k=ntasks v=${o#-n} ;;
+            -c*) k=cpus-per-task v=${o#-c} ;;
+            -t*) k=time v=${o#-t} ;;
+            -p*) k=partition v=${o#-p} ;;
+            --*=*) k=${o%%=*} k=${k#--} v=${o#*=} ;;
+            *) continue ;;
+        esac
+        req[$k]=$v
+    done
+    for k in "${order[@]}"; do
+        [ -n "${req[$k]:-}" ] && out="$out --$k=${req[$k]}"
+    done
+    echo "${out# }"
+}
+
+if [ "$print" = 0 ] && [ "${MP3D_SUBMIT_CHECK:-1}" != 0 ]; then
+    unfit=0
+    hinted=""
+    for i in "${!names[@]}"; do
+        script=$(mp3d_script_for "${cmds[$i]}")
+        kv=$(kind_var "$script")
+        # shellcheck disable=SC2206  # option strings are lists of words by design
+        opts=(${MP3D_SBATCH_ARGS:-} ${!kv:-})
+        if ! said=$(sbatch --test-only --export=ALL --job-name="mp3d-${names[$i]}" --chdir="$PWD" --output=/dev/null \
+                     ${opts[@]+"${opts[@]}"} "$here/$script" run "$cfg" --only "${names[$i]}" --set pipeline.groups=false \
+                     ${sets[@]+"${sets[@]}"} 2>&1); then
+            unfit=1
+            echo "submit.sh: the job of stage '${names[$i]}' ($script) cannot run on this cluster:" \
+                 "sbatch --test-only says: $(tr '\n' ' ' <<<"$said" | sed 's/ *$//')" >&2
+            echo "submit.sh:   it asks $(request "$script" ${opts[@]+"${opts[@]}"}) (#SBATCH lines of slurm/$script," \
+                 "then MP3D_SBATCH_ARGS='${MP3D_SBATCH_ARGS:-}' and $kv='${!kv:-}')" >&2
+            case " $hinted " in *" $kv "*) continue ;; esac
+            hinted="$hinted $kv"
+            echo "submit.sh:   override it to fit a node of the partition (sinfo -N -o '%N %P %c %m %l' lists them), e.g." \
+                 "$kv=\"--nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1 --time=1:00:00\" (this kind of job)" \
+                 "or MP3D_SBATCH_ARGS=\"...\" (every job)" >&2
+        fi
+    done
+    if [ "$unfit" = 1 ]; then
+        echo "submit.sh: nothing submitted" >&2
+        exit 2
+    fi
+fi
 
 logdir=${MP3D_LOG_DIR:-$dir/logs}
 if [ "$print" = 0 ]; then

@@ -3,3 +3,4 @@
 mp3d_script_test(test_run_groups test_run_groups.sh TIMEOUT 400 LABELS mpi)
 set_tests_properties(test_run_groups PROPERTIES PROCESSORS 2)
 mp3d_script_test(test_run_stale test_run_stale.sh TIMEOUT 300 LABELS run)
+mp3d_script_test(test_run_inputs test_run_inputs.sh TIMEOUT 60 LABELS run)

@@ -16,3 +16,4 @@ mp3d_script_test(test_shard_inspect test_shard_inspect.sh TIMEOUT 120 LABELS mpi
 # Benchmark (not a test): mpirun -np 2 bench_shard DATA OUT -> results/bench/preprocess.md, vdt.md
 add_executable(bench_shard bench/bench_shard.c)
 target_link_libraries(bench_shard PRIVATE mp3d_stages)
+mp3d_script_test(test_inspect_ckpt test_inspect_ckpt.sh TIMEOUT 60 LABELS torch)

@@ -3,5 +3,7 @@
 # test uses train_tool (tests/train.cmake) to write the shard its preempted training job reads.
 mp3d_script_test(test_slurm_lint test_slurm_lint.sh TIMEOUT 60 LABELS slurm)
 mp3d_script_test(test_slurm_scripts test_slurm_scripts.sh TIMEOUT 120 LABELS slurm)
-mp3d_script_test(test_slurm_cluster test_slurm_cluster.sh TIMEOUT 400 LABELS slurm
+mp3d_script_test(test_slurm_cluster test_slurm_cluster.sh TIMEOUT 500 LABELS slurm
                  ARGS $<TARGET_FILE:train_tool>)
+# README.md as a test: every fenced block run or checked (tests/test_readme.sh lists them).
+mp3d_script_test(test_readme test_readme.sh TIMEOUT 120 LABELS torch)

@@ -247,6 +247,38 @@ int main(void) {
         }
     }
 
+    // --- a file of 91,000 unknown keys is refused at once (libconfig alone took 82 s on it); a
+    // few thousand unknown keys still load, each a warning (the first 20 named)
+    {
+        size_t cap = 91000 * 24 + 64, len = 0;
+        char *big = malloc(cap);
+        CHECK(big != NULL, "alloc");
+        len += (size_t)snprintf(big + len, cap - len, "train = {\n");
+        for (int i = 0; i < 91000; i++) len += (size_t)snprintf(big + len, cap - len, "  k%d = %d;\n", i, i);
+        snprintf(big + len, cap - len, "};\n");
+        const char *p = write_cfg("many.cfg", big);
+        pl_cfg *c = NULL;
+        double t0 = pl_time();
+        int rc = cfg_load(&c, p, NULL, 0);
+        double dt = pl_time() - t0;
+        CHECK(rc == PL_EINVAL && strstr(pl_last_error(), "many.cfg: about 91001 settings") && dt < 2.0,
+              "91k unknown keys: rc %d in %.2f s [%s]", rc, dt, pl_last_error());
+        cfg_destroy(c);
+        c = NULL;
+        char *cut = strstr(big, "  k2000 = 2000;");   // keep 2000 of them
+        CHECK(cut != NULL, "cut");
+        snprintf(cut, cap - (size_t)(cut - big), "};\n");
+        p = write_cfg("some.cfg", big);
+        t0 = pl_time();
+        rc = cfg_load(&c, p, NULL, 0);
+        dt = pl_time() - t0;
+        CHECK(rc == 0 && c && cfg_int(c, "train.batch") == 256 && dt < 2.0, "2000 unknown keys: rc %d in %.2f s [%s]", rc, dt,
+              pl_last_error());
+        printf("config: 91000 unknown keys refused, 2000 loaded in %.2f s\n", dt);
+        cfg_destroy(c);
+        free(big);
+    }
+
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
     if (system(cmd) != 0) g_fail++;
     printf("test_config: %s (%d failures)\n", g_fail ? "FAIL" : "ok", g_fail);

@@ -22,9 +22,6 @@ fail=0
 BIN=${MP3D_BIN:?MP3D_BIN not set}
 SRC=${MP3D_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 PIPE=${MP3D_SLURM_PIPELINE:-$SRC/configs/demo.cfg}
-# The demo at tiny scale with fast training (as tests/test_run_groups.sh runs it).
-FAST=(--set synth.scale=tiny --set train.batch=4 --set train.val_every=0 --set "det.train_sizes=[128]" --set det.test_size=128
-      --set eval.bootstrap=0 --set pipeline.poll_s=0.5 --set train.max_steps=6 --set train.ckpt_every=2)
 TIMEOUT=${MP3D_SLURM_TIMEOUT:-240} # seconds for all jobs of one part
 TOOL=${1:-} # tests/train_tool (make-shard); without it part 4 fails as not run
 t_start=$SECONDS
@@ -122,12 +119,13 @@ arr_job=$(FAKE_STATE=$T/fake MP3D_BIN=$T/fake/mp3d.sh sbatch --parsable --array=
 arr_job=${arr_job%%;*}
 
 # ---- 1: the pipeline as jobs following its `after` graph.
-export MP3D_SHARD_SBATCH="--nodes=1 --ntasks=2 --cpus-per-task=1 --time=10"
-export MP3D_PRETRAIN_SBATCH="--nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=20"
-export MP3D_EVALUATE_SBATCH="--nodes=1 --ntasks=2 --cpus-per-task=1 --time=10"
+# Exactly as README.md's "Trying the scripts without a cluster" writes it (tests/test_readme.sh
+# checks that this file holds the README's lines): the full demo recipe at tiny scale.
+export MP3D_SBATCH_ARGS="--nodes=1 --ntasks=2 --ntasks-per-node=2 --cpus-per-task=1"
+README_SETS=(--set synth.scale=tiny)
 RUN=$T/run
 t_pipe=$SECONDS
-if ! "$SRC/slurm/submit.sh" "$PIPE" "${FAST[@]}" --set pipeline.dir="$RUN" >"$T/jobs.txt" 2>"$T/submit.err"; then
+if ! "$SRC/slurm/submit.sh" "$PIPE" --set synth.scale=tiny --set pipeline.dir="$RUN" >"$T/jobs.txt" 2>"$T/submit.err"; then
     bad "submit.sh $PIPE"
     sed 's/^/  | /' "$T/submit.err"
     exit 1
@@ -140,7 +138,7 @@ while read -r s a f; do
     stages+=("$s")
     afters+=("$a")
     follows+=("$f")
-done < <("$BIN" run "$PIPE" --dry-run --set pipeline.groups=false "${FAST[@]}" --set pipeline.dir="$RUN" 2>&1 |
+done < <("$BIN" run "$PIPE" --dry-run --set pipeline.groups=false "${README_SETS[@]}" --set pipeline.dir="$RUN" 2>&1 |
          sed -n 's/.*pipeline: stage:\([^ ]*\) command:[^ ]* after:\([^ ]*\) follow:\([^ ]*\) .*/\1 \2 \3/p')
 if [ ${#jobs[@]} = ${#stages[@]} ] && [ ${#jobs[@]} -gt 0 ]; then
     ok "submit.sh printed ${#jobs[@]} job ids for stages ${stages[*]}"

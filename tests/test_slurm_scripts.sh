@@ -29,7 +29,27 @@ unset SLURM_JOB_ID SLURM_RESTART_COUNT SLURM_ARRAY_TASK_ID SLURM_CPUS_PER_TASK S
 # ---- stand-ins ----
 cat >"$T/bin/sbatch" <<'EOF'
 #!/usr/bin/env bash
-# records one call per file (one argument per line); prints "<100+n>;cluster" like --parsable
+# records one call per file (one argument per line); prints "<100+n>;cluster" like --parsable.
+# --test-only (recorded under $FAKE/testonly): like real sbatch, exit 1 with "allocation failure:
+# Requested node configuration is not available" when the job asks more nodes than FAKE_NODES
+# (the script's #SBATCH --nodes, overridden by a later --nodes= option), else exit 0 and a
+# "to start at" line on stderr
+case " $* " in *" --test-only "*)
+    mkdir -p "$FAKE/testonly"
+    n=$(( $(ls "$FAKE/testonly" | wc -l) + 1 ))
+    printf '%s\n' "$@" >"$FAKE/testonly/$n"
+    nodes=1
+    for a in "$@"; do
+        case "$a" in *.sbatch) nodes=$(sed -n 's/^#SBATCH --nodes=\([0-9]*\).*/\1/p' "$a" | tail -n 1) ;; esac
+    done
+    for a in "$@"; do case "$a" in --nodes=*) nodes=${a#--nodes=} ;; esac; done
+    if [ "${nodes:-1}" -gt "${FAKE_NODES:-64}" ]; then
+        echo "allocation failure: Requested node configuration is not available" >&2
+        exit 1
+    fi
+    echo "sbatch: Job 9$n to start at 2026-12-04T13:47:34 using $nodes processors on nodes n1 in partition p1" >&2
+    exit 0 ;;
+esac
 n=$(( $(ls "$FAKE/sbatch" 2>/dev/null | wc -l) + 1 ))
 mkdir -p "$FAKE/sbatch"
 printf '%s\n' "$@" >"$FAKE/sbatch/$n"
@@ -197,6 +217,37 @@ reset_fake
 out=$("$S/submit.sh" ../p.cfg --print 2>/dev/null)
 expect "submit --print: one sbatch line per stage" 6 "$(grep -c '^sbatch --parsable' <<<"$out")"
 [ ! -e "$FAKE/sbatch" ] && ok "submit --print: nothing submitted" || bad "submit --print submitted jobs"
+
+# sbatch --test-only first: a job no node can run is named with what it asks and its override
+# variable, and nothing is submitted (it would stay PENDING with reason PartitionConfig)
+reset_fake
+FAKE_NODES=2 "$S/submit.sh" ../p.cfg >"$T/out" 2>"$T/err"
+expect "submit: unsatisfiable job -> exit 2" 2 "$?"
+[ ! -e "$FAKE/sbatch" ] && [ ! -s "$T/out" ] && ok "submit: unsatisfiable job -> nothing submitted, no job id printed" ||
+    bad "submit: unsatisfiable job submitted $(find "$FAKE/sbatch" -type f 2>/dev/null | wc -l) jobs"
+expect "submit: one --test-only call per stage" 6 "$(find "$FAKE/testonly" -type f 2>/dev/null | wc -l)"
+grep -q -- "--dependency" "$FAKE/testonly/1" "$FAKE/testonly/3" && bad "submit: --test-only call carries a dependency" ||
+    ok "submit: --test-only calls carry no dependency (the jobs do not exist yet)"
+grep -qx -- "--only" "$FAKE/testonly/3" && grep -qx "pretrain" "$FAKE/testonly/3" && grep -qx "$S/pretrain.sbatch" "$FAKE/testonly/3" &&
+    ok "submit: --test-only call 3 is the pretrain stage's job script and command" || bad "submit: --test-only call 3"
+want="submit.sh: the job of stage 'pretrain' (pretrain.sbatch) cannot run on this cluster: sbatch --test-only says: allocation failure: Requested node configuration is not available"
+grep -qxF "$want" "$T/err" && ok "submit: names the stage, its script and sbatch's reason" || { bad "submit: unsatisfiable message"; sed 's/^/  | /' "$T/err"; }
+grep -qF "it asks --nodes=4 --ntasks-per-node=4 --cpus-per-task=8 --time=24:00:00 (#SBATCH lines of slurm/pretrain.sbatch, then MP3D_SBATCH_ARGS='' and MP3D_PRETRAIN_SBATCH='')" "$T/err" &&
+    ok "submit: what the job asks, from pretrain.sbatch's #SBATCH lines" || bad "submit: no request summary for pretrain"
+grep -qF 'e.g. MP3D_PRETRAIN_SBATCH="--nodes=1' "$T/err" && ok "submit: names MP3D_PRETRAIN_SBATCH as the override" || bad "submit: no override named"
+expect "submit: only the pretrain job does not fit 2 nodes" 1 "$(grep -c "cannot run on this cluster" "$T/err")"
+grep -q "nothing submitted" "$T/err" && ok "submit: says nothing was submitted" || bad "submit: no 'nothing submitted'"
+# the override named in the message makes it fit; overrides are shown in the summary
+reset_fake
+out=$(FAKE_NODES=2 MP3D_PRETRAIN_SBATCH="--nodes=2 --time=1:00:00" "$S/submit.sh" ../p.cfg 2>"$T/err")
+expect "submit: with MP3D_PRETRAIN_SBATCH --nodes=2 -> exit and ids" "0 101 102 103 104 105 106" "$? ${out//$'\n'/ }"
+reset_fake
+FAKE_NODES=0 MP3D_SBATCH_ARGS="-N 1 --time=5" MP3D_SHARD_SBATCH="--nodes=1 --ntasks=2 --mem=1G" "$S/submit.sh" ../p.cfg >/dev/null 2>"$T/err"
+grep -qF "it asks --nodes=1 --ntasks=2 --cpus-per-task=1 --mem=1G --time=5 (#SBATCH lines of slurm/shard.sbatch, then MP3D_SBATCH_ARGS='-N 1 --time=5' and MP3D_SHARD_SBATCH='--nodes=1 --ntasks=2 --mem=1G')" "$T/err" &&
+    ok "submit: the request summary applies MP3D_SBATCH_ARGS then the kind's options" || { bad "submit: override summary"; grep "it asks" "$T/err" | sed 's/^/  | /'; }
+reset_fake
+MP3D_SUBMIT_CHECK=0 FAKE_NODES=0 "$S/submit.sh" ../p.cfg >/dev/null 2>&1
+expect "submit: MP3D_SUBMIT_CHECK=0 skips the check" "0 6" "$? $(find "$FAKE/sbatch" -type f | wc -l)"
 
 # ---- pretrain.sbatch: forwarding and requeue (MP3D_LAUNCH=none: the step is mp3d itself) ----
 export MP3D_BIN=$T/bin/mp3d-fake MP3D_LAUNCH=none

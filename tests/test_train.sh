@@ -96,5 +96,16 @@ want=$(grep -o 'val: step:60 epoch:[0-9]* top1:[0-9.]*' "$T/a.log" | grep -o 'to
 got=$("$TOOL" top1 "$T/out.h5" "$T/data" | grep -o 'infer_top1:[0-9.]*' | cut -d: -f2)
 [ -n "$want" ] && [ "$want" = "$got" ] && ok "infer top-1 $got == trainer's val top-1 $want" || bad "infer top-1 '$got' vs val '$want'"
 
+# 7. train.batch larger than the training set (the demo recipe on a tiny cohort): an error naming
+#    both numbers; with train.batch_fit = true one batch of all 96 samples, lr scaled with it
+run 2 "$T/big" --set train.batch=200 --set train.max_steps=2; rc=$?
+[ "$rc" = 2 ] && grep -q "train.batch = 200 is larger than the 96 training samples" "$T/big.log" &&
+    ok "train.batch 200 > 96 samples: exit 2 naming both" || bad "train.batch 200 > 96 samples: exit $rc"
+run 2 "$T/fit" --set train.batch=200 --set train.batch_fit=true --set train.max_steps=2 --set train.ckpt_every=2 ||
+    bad "train.batch_fit run exited $?"
+grep -q "batch_fit = true: batch 96 (lr scaled with it)" "$T/fit.log" && grep -q "batch:96 .*lr:0.6\b" "$T/fit.log" &&
+    [ -f "$T/fit/ckpt_00000002.h5" ] && ok "train.batch_fit: batch 96, lr 0.05*96/8 = 0.6, 2 steps written" ||
+    { bad "train.batch_fit: no batch-96 run"; grep "train:" "$T/fit.log" | head -n 3; }
+
 echo "test_train: $fail failed"
 [ $fail -eq 0 ]

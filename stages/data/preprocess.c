@@ -569,15 +569,16 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
                     .hu_min = cfg_float(cfg, "preprocess.hu_min"), .hu_max = cfg_float(cfg, "preprocess.hu_max"),
                     .spacing_mm = cfg_float(cfg, "preprocess.spacing_mm"), .size = (int)cfg_int(cfg, "preprocess.size")};
     if (pp.D % 2 == 0 || pp.D > MAX_D) {
-        LOG0("preprocess: preprocess.num_slices = %d (must be odd, 1..%d)", pp.D, MAX_D);
+        LOG0_ERROR("%s: preprocess.num_slices = %d (must be odd, 1..%d)", cfg_path(cfg), pp.D, MAX_D);
         return MP3D_EXIT_USAGE;
     }
     if (pp.hu_min >= pp.hu_max) {
-        LOG0("preprocess: preprocess.hu_min = %g must be < preprocess.hu_max = %g", pp.hu_min, pp.hu_max);
+        LOG0_ERROR("%s: preprocess.hu_min = %g must be < preprocess.hu_max = %g", cfg_path(cfg), pp.hu_min, pp.hu_max);
         return MP3D_EXIT_USAGE;
     }
     if (pp.spacing_mm > 0 && pp.size == 0) {
-        LOG0("preprocess: preprocess.spacing_mm = %g needs preprocess.size > 0 (resampled images differ in size)", pp.spacing_mm);
+        LOG0_ERROR("%s: preprocess.spacing_mm = %g needs preprocess.size > 0 (resampled images differ in size)", cfg_path(cfg),
+                   pp.spacing_mm);
         return MP3D_EXIT_USAGE;
     }
     int want[4];

@@ -752,15 +752,15 @@ int stage_vdt_run(const pl_cfg *cfg, MPI_Comm comm) {
     const char *outdir = cfg_str(cfg, "output.dir"), *dataset = cfg_str(cfg, "vdt.dataset");
     img_set_max_pixels((int64_t)(cfg_float(cfg, "vdt.max_megapixels") * 1e6));
     if (cfg_int(cfg, "vdt.crop") > cfg_int(cfg, "vdt.short_side")) {
-        LOG0("vdt: vdt.crop = %lld is larger than vdt.short_side = %lld (the crop must fit the resized short side)",
-             (long long)cfg_int(cfg, "vdt.crop"), (long long)cfg_int(cfg, "vdt.short_side"));
+        LOG0_ERROR("%s: vdt.crop = %lld is larger than vdt.short_side = %lld (the crop must fit the resized short side)",
+             cfg_path(cfg), (long long)cfg_int(cfg, "vdt.crop"), (long long)cfg_int(cfg, "vdt.short_side"));
         return MP3D_EXIT_USAGE;
     }
     char splits[128];
     snprintf(splits, sizeof splits, "%s", cfg_str(cfg, "vdt.splits"));
     for (char *tok = strtok(splits, ", "); tok; tok = strtok(NULL, ", "))
         if (strcmp(tok, "train") && strcmp(tok, "val")) {
-            LOG0("vdt: vdt.splits: '%s' is not train or val", tok);
+            LOG0_ERROR("%s: vdt.splits: '%s' is not train or val", cfg_path(cfg), tok);
             return MP3D_EXIT_USAGE;
         }
     int rc = 0;

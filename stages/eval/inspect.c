@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "io/fileio.h"
+#include "io/h5ckpt.h"
 #include "io/h5shard.h"
 #include "nn/pl.h"
 #include "stages/stages.h"
@@ -101,7 +102,7 @@ int stage_inspect_run(const pl_cfg *cfg, MPI_Comm comm) {
     MPI_Comm_rank(comm, &rank);
     const char *path = cfg_str(cfg, "inspect.file");
     if (!path[0]) {
-        LOG0("inspect: no file given (mp3d inspect FILE)");
+        LOG0_ERROR("inspect: no file given (mp3d inspect FILE)");
         return MP3D_EXIT_USAGE;
     }
     int code = MP3D_EXIT_OK;
@@ -117,8 +118,23 @@ int stage_inspect_run(const pl_cfg *cfg, MPI_Comm comm) {
             code = MP3D_EXIT_FAIL;
         } else if (got == 8 && !memcmp(head, HDF5_MAGIC, 8)) {
             fprintf(stdout, "format: hdf5 (%lld bytes)\n", (long long)st.st_size);
-            if (h5shard_describe(path, stdout)) code = MP3D_EXIT_FAIL;
+            int described = h5shard_describe(path, stdout) == 0;
+            if (!described) code = MP3D_EXIT_FAIL;
             else shard_summary(path, stdout);
+            // A checkpoint: every dataset read back and checked against its checksum (what resume
+            // and init_from would do); a mismatch makes the file untrustworthy whatever `complete` says.
+            ckpt_reader *cr = NULL;
+            pl_quiet_begin();
+            int crc = described ? ckpt_open(&cr, path, MPI_COMM_SELF, CKPT_VERIFY) : PL_EFORMAT;
+            pl_quiet_end();
+            if (crc == 0) {
+                fprintf(stdout, "checkpoint: valid (every dataset matches its checksum)\n");
+            } else if (crc != PL_EFORMAT) {
+                fprintf(stdout, "checkpoint: INVALID: %s\n", pl_last_error());
+                pl_fail(crc, "inspect: %s: invalid checkpoint: %s", path, pl_last_error());
+                code = MP3D_EXIT_FAIL;
+            }
+            ckpt_close(cr);
             // the quarantine list of the run that wrote the file, if it sits beside it
             char dir[4096], q[4200];
             snprintf(dir, sizeof dir, "%s", path);
@@ -134,6 +150,9 @@ int stage_inspect_run(const pl_cfg *cfg, MPI_Comm comm) {
             if (csv_summary(path, stdout)) code = MP3D_EXIT_FAIL;
         } else {
             fprintf(stdout, "file: %s\nformat: unknown (%lld bytes)\n", path, (long long)st.st_size);
+            pl_fail(PL_EFORMAT, "inspect: %s: not a file mp3d writes (neither HDF5 nor .csv; first bytes %02x %02x %02x %02x)",
+                    path, head[0], head[1], head[2], head[3]);
+            code = MP3D_EXIT_FAIL;
         }
         fflush(stdout);
     }

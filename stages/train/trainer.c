@@ -98,10 +98,17 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
     MPI_Comm_size(comm, &size);
     nn_params *P = t->params;
     const char *out = cfg_str(cfg, "output.dir");
-    const int64_t B = cfg_int(cfg, "train.batch");
+    int64_t B = cfg_int(cfg, "train.batch");
+    if (t->n_train < B && cfg_bool(cfg, "train.batch_fit") && t->n_train >= size) {
+        // A recipe written for a larger cohort, run on a tiny one (the demo at synth.scale=tiny).
+        if (rank == 0)
+            LOG_WARN("train: train.batch = %lld is larger than the %lld training samples; train.batch_fit = true: "
+                     "batch %lld (lr scaled with it)", (long long)B, (long long)t->n_train, (long long)t->n_train);
+        B = t->n_train;
+    }
     if (t->n_train < B) {
-        pl_fail(PL_EINVAL, "train.batch = %lld is larger than the %lld training samples", (long long)B,
-                (long long)t->n_train);
+        pl_fail(PL_EINVAL, "train.batch = %lld is larger than the %lld training samples%s", (long long)B,
+                (long long)t->n_train, cfg_bool(cfg, "train.batch_fit") ? " (fewer than the ranks)" : " (train.batch_fit = true uses them all)");
         return MP3D_EXIT_USAGE;
     }
     const int64_t spe = t->n_train / B;   // steps per epoch (the last partial batch is dropped)
