@@ -33,6 +33,10 @@ int lesion_shard_open(lesion_shard *s, const char *root, const char *split) {
     if (rc) return rc;
     int64_t dims[6];
     int nd = h5shard_shape(s->r, k_data, dims, 6);
+    if (nd < 0) {   // h5shard_shape named the file and the dataset
+        rc = nd;
+        goto fail;
+    }
     if (nd != 4) {
         rc = pl_fail(PL_EFORMAT, "%s: dataset '%s' has %d dims, expected 4 (N, D, H, W) (an mp3d preprocess shard)", s->path,
                      k_data, nd);
