@@ -21,6 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (w <= 0 || h <= 0 || (int64_t)w * h > img_max_pixels()) abort();
         volatile uint32_t sum = 0;
         for (int64_t i = 0; i < (int64_t)w * h; i++) sum += g[i];   // every pixel was written
+        (void)sum;
     }
     free(g);
     uint8_t *rgb = NULL;
@@ -28,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (w <= 0 || h <= 0 || (int64_t)w * h > img_max_pixels()) abort();
         volatile uint32_t sum = 0;
         for (int64_t i = 0; i < (int64_t)w * h * 3; i++) sum += rgb[i];
+        (void)sum;
     }
     free(rgb);
     rgb = NULL;
@@ -35,6 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (w <= 0 || h <= 0 || (int64_t)w * h > img_max_pixels()) abort();
         volatile uint32_t sum = 0;
         for (int64_t i = 0; i < (int64_t)w * h * 3; i++) sum += rgb[i];
+        (void)sum;
     }
     free(rgb);
     free(buf);
