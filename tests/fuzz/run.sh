@@ -3,7 +3,9 @@
 # under nice -n 19; builds build-fuzz/ with clang-14 (-DMP3D_FUZZ=ON: ASan + UBSan + libFuzzer)
 # first. New interesting inputs are merged (-merge=1, minimising) into tests/fuzz/corpus/<name>/;
 # crash/leak/timeout/oom inputs are copied to tests/fuzz/crashes/<name>/ (add them to the corpus
-# once fixed). Executions and coverage per harness (libFuzzer's last "#N ... cov: ft:" line) go
+# once fixed; inputs that crash inside a third-party library go to tests/fuzz/known/, which ctest
+# does not replay). A crash ends that harness's run early (its row shows the seconds it ran);
+# FUZZ_FORK=1 runs libFuzzer with -fork=1 -ignore_crashes=1 to go on past crashes. Executions and coverage per harness (libFuzzer's last "#N ... cov: ft:" line) go
 # to results/fuzz.md.
 #   bash tests/fuzz/run.sh MINUTES [harness ...]
 set -euo pipefail
@@ -30,9 +32,11 @@ WORK=$BUILD/fuzz-work
 mkdir -p "$WORK"
 run_one() {
   local h=$1 corpus=$SRC/tests/fuzz/corpus/$1 new=$WORK/$1-new art=$WORK/$1-artifacts/
+  rm -rf "$art"   # findings of an earlier run are not this run's
   mkdir -p "$corpus" "$new" "$art"
   local extra=()
   [ -f "$SRC/tests/fuzz/$h.dict" ] && extra+=(-dict="$SRC/tests/fuzz/$h.dict")
+  [ -n "${FUZZ_FORK:-}" ] && extra+=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
   # -max_len: big enough for a tiny PNG/zip/HDF5 file; -rss_limit_mb: an input that makes a
   # parser allocate gigabytes is a finding (oom-*), not a machine in swap.
   nice -n 19 "$BUILD/tests/fuzz/fuzz_$h" "$new" "$corpus" "${extra[@]}" -max_total_time=$((MINUTES * 60)) \
