@@ -633,7 +633,10 @@ int h5shard_shape(h5shard_reader *r, const char *name, int64_t *dims, int cap) {
     return nd < 0 ? pl_fail(PL_EH5, "%s: dataset '%s': cannot read its shape", r->path, name) : nd;
 }
 
-static int read_sel(h5shard_reader *r, const char *name, hid_t mt_given, enum shard_type type, void *out, int64_t i0, int64_t n, int whole) {
+// width >= 0: the caller's buffer holds `width` values per entry (SHARD_STR: `width` bytes per
+// string); a dataset whose entries are wider or narrower is refused instead of overrunning it.
+static int read_sel(h5shard_reader *r, const char *name, hid_t mt_given, enum shard_type type, void *out, int64_t i0, int64_t n,
+                    int whole, int64_t width) {
     int rc = 0;
     hid_t ds = H5I_INVALID_HID, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID, mt = H5I_INVALID_HID, ft = H5I_INVALID_HID;
     if (!h5shard_exists(r, name)) return pl_fail(PL_ENOTFOUND, "%s: no dataset '%s'", r->path, name);
@@ -660,16 +663,30 @@ static int read_sel(h5shard_reader *r, const char *name, hid_t mt_given, enum sh
         }
         st[0] = (hsize_t)i0;
         cnt[0] = (hsize_t)n;
+        const int64_t want = type == SHARD_STR ? 1 : width;
+        if (width >= 0 && (hsize_t)want != inner) {
+            rc = pl_fail(PL_EFORMAT, "%s: dataset '%s' has %llu values per entry, expected %lld", r->path, name,
+                         (unsigned long long)inner, (long long)want);
+            goto done;
+        }
         if (n == 0) goto done;
         SHARD_H5(H5Sselect_hyperslab(fs, H5S_SELECT_SET, st, NULL, cnt, NULL), "%s: '%s': hyperslab", r->path, name);
         (void)inner;
         ms = H5Screate_simple(nd, cnt, NULL);   // same shape as the selection (fast chunk mapping)
     }
     ft = H5Dget_type(ds);
+    if (width >= 0 && whole) {   // a scalar where entries were expected
+        rc = pl_fail(PL_EFORMAT, "%s: dataset '%s' is a scalar, expected entries of %lld values", r->path, name, (long long)width);
+        goto done;
+    }
     if (mt_given >= 0) mt = H5Tcopy(mt_given);
     else if (type == SHARD_STR) {
-        if (H5Tget_class(ft) != H5T_STRING) { rc = pl_fail(PL_EFORMAT, "%s: dataset '%s' is not a string dataset", r->path, name); goto done; }
-        mt = make_type(SHARD_STR, (int64_t)H5Tget_size(ft), 0);
+        if (H5Tget_class(ft) != H5T_STRING || H5Tis_variable_str(ft) > 0) {
+            rc = pl_fail(PL_EFORMAT, "%s: dataset '%s' is not a fixed-length string dataset", r->path, name);
+            goto done;
+        }
+        // with a width, HDF5 converts (truncates / pads) the file's strings to the caller's slots
+        mt = make_type(SHARD_STR, width >= 0 ? width : (int64_t)H5Tget_size(ft), 0);
     } else mt = make_type(type, 0, 0);
     SHARD_H5(H5Dread(ds, mt, whole ? H5S_ALL : ms, whole ? H5S_ALL : fs, H5P_DEFAULT, out), "%s: reading dataset '%s' failed", r->path, name);
 done:
@@ -682,7 +699,13 @@ done:
 }
 
 int h5shard_read(h5shard_reader *r, const char *name, enum shard_type type, void *out, int64_t i0, int64_t n) {
-    return read_sel(r, name, H5I_INVALID_HID, type, out, i0, n, 0);
+    return read_sel(r, name, H5I_INVALID_HID, type, out, i0, n, 0, -1);
+}
+
+int h5shard_read_rows(h5shard_reader *r, const char *name, enum shard_type type, void *out, int64_t i0, int64_t n,
+                      int64_t width) {
+    if (width < 1) return pl_fail(PL_EINVAL, "%s: dataset '%s': row width %lld", r->path, name, (long long)width);
+    return read_sel(r, name, H5I_INVALID_HID, type, out, i0, n, 0, width);
 }
 
 int h5shard_read_raw(h5shard_reader *r, const char *name, void **buf, size_t *bytes) {
@@ -701,7 +724,7 @@ int h5shard_read_raw(h5shard_reader *r, const char *name, void **buf, size_t *by
     int rc = 0;
     *buf = pl_malloc(nb ? nb : 1, "shard raw read");
     if (!*buf) rc = PL_ENOMEM;
-    else if (nb) rc = read_sel(r, name, mt, SHARD_U8, *buf, 0, 0, 1);
+    else if (nb) rc = read_sel(r, name, mt, SHARD_U8, *buf, 0, 0, 1, -1);
     H5Tclose(mt);
     if (rc) { free(*buf); *buf = NULL; return rc; }
     *bytes = nb;

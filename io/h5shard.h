@@ -68,6 +68,11 @@ int h5shard_exists(h5shard_reader *r, const char *name);   // 1 / 0
 // Reads entries [i0, i0+n) along axis 0 of `name`, converted to `type` (SHARD_STR: the file's
 // fixed string width per entry). out holds n * (product of the other dims) values.
 int h5shard_read(h5shard_reader *r, const char *name, enum shard_type type, void *out, int64_t i0, int64_t n);
+// The same for a caller whose buffer holds `width` values per entry (SHARD_STR: `width` bytes per
+// string, the file's strings truncated or padded to it): a dataset with another number of values
+// per entry, or a scalar, is PL_EFORMAT naming the file and dataset. For files from outside.
+int h5shard_read_rows(h5shard_reader *r, const char *name, enum shard_type type, void *out, int64_t i0, int64_t n,
+                      int64_t width);
 // Whole dataset in its own type (native byte order) into a new buffer: for comparisons.
 int h5shard_read_raw(h5shard_reader *r, const char *name, void **buf, size_t *bytes);
 // Dataset names at the root, sorted; *names is one malloc'ed array of NUL-separated strings.

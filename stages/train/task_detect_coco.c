@@ -77,7 +77,9 @@ static int coco_split_open(coco_split *s, const char *root, const char *split) {
     if (rc) return rc;
     int64_t dims[6], rd[2];
     int nd = h5shard_shape(s->r, k_data, dims, 6);
-    if (nd != 5 || dims[1] != 1 || dims[3] != dims[4]) {
+    // the extents come from the file: bounded before they size allocations (as lesion_shard_open)
+    if (nd != 5 || dims[1] != 1 || dims[3] != dims[4] || dims[0] < 0 || dims[0] > ((int64_t)1 << 26) || dims[2] < 1 ||
+        dims[2] > 64 || dims[3] < 1 || dims[3] > 8192) {
         rc = pl_fail(PL_EFORMAT, "%s: '%s' must be (N, 1, 3, S, S) (an mp3d vdt COCO shard), has %d dims", s->path, k_data, nd);
         goto fail;
     }
@@ -86,6 +88,10 @@ static int coco_split_open(coco_split *s, const char *root, const char *split) {
     s->S = (int)dims[3];
     if (h5shard_shape(s->r, "boxes", rd, 2) < 1 || !h5shard_exists(s->r, "box_offsets")) {
         rc = pl_fail(PL_EFORMAT, "%s: no 'boxes' / 'box_offsets' table (an ImageNet shard given as COCO?)", s->path);
+        goto fail;
+    }
+    if (rd[0] < 0 || rd[0] > ((int64_t)1 << 28)) {
+        rc = pl_fail(PL_EFORMAT, "%s: the boxes table has %lld rows", s->path, (long long)rd[0]);
         goto fail;
     }
     s->nrows = rd[0];
@@ -99,18 +105,25 @@ static int coco_split_open(coco_split *s, const char *root, const char *split) {
         rc = PL_ENOMEM;
         goto fail;
     }
-    if ((rc = h5shard_read(s->r, "box_offsets", SHARD_I64, s->off, 0, s->n + 1))) goto fail;
-    if (s->n > 0 && (rc = h5shard_read(s->r, "image_id", SHARD_I64, s->image_id, 0, s->n))) goto fail;
+    // row widths checked against the buffers (a wider table in the file would overrun them)
+    if ((rc = h5shard_read_rows(s->r, "box_offsets", SHARD_I64, s->off, 0, s->n + 1, 1))) goto fail;
+    if (s->n > 0 && (rc = h5shard_read_rows(s->r, "image_id", SHARD_I64, s->image_id, 0, s->n, 1))) goto fail;
     if (s->nrows > 0) {
-        if ((rc = h5shard_read(s->r, "boxes", SHARD_F64, s->boxes, 0, s->nrows))) goto fail;
-        if ((rc = h5shard_read(s->r, "label", SHARD_I32, s->label, 0, s->nrows))) goto fail;
-        if ((rc = h5shard_read(s->r, "iscrowd", SHARD_I32, s->crowd, 0, s->nrows))) goto fail;
+        if ((rc = h5shard_read_rows(s->r, "boxes", SHARD_F64, s->boxes, 0, s->nrows, 4))) goto fail;
+        if ((rc = h5shard_read_rows(s->r, "label", SHARD_I32, s->label, 0, s->nrows, 1))) goto fail;
+        if ((rc = h5shard_read_rows(s->r, "iscrowd", SHARD_I32, s->crowd, 0, s->nrows, 1))) goto fail;
     }
     if (s->off[0] != 0 || s->off[s->n] != s->nrows) {
         rc = pl_fail(PL_EFORMAT, "%s: box_offsets run 0..%lld, the boxes table has %lld rows", s->path,
                      (long long)s->off[s->n], (long long)s->nrows);
         goto fail;
     }
+    for (int64_t i = 0; i < s->n; i++)
+        if (s->off[i + 1] < s->off[i]) {
+            rc = pl_fail(PL_EFORMAT, "%s: box_offsets[%lld] = %lld < box_offsets[%lld] = %lld (must not decrease)", s->path,
+                         (long long)(i + 1), (long long)s->off[i + 1], (long long)i, (long long)s->off[i]);
+            goto fail;
+        }
     return 0;
 fail:
     coco_split_close(s);
