@@ -38,6 +38,15 @@ FNV_PRIME = 0x100000001B3
 M64 = (1 << 64) - 1
 
 
+
+def sgd_step(model, opt, x, y, label_smoothing):
+    """One optimizer step of the classifier on (x, y); returns the loss (also tta_classify.py's)."""
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+    loss.backward()
+    opt.step()
+    return loss
+
 def fnv1a(data, h):
     for b in data:
         h = ((h ^ b) * FNV_PRIME) & M64
@@ -144,11 +153,7 @@ def train_torch(c, perturb, dtype):
         lr = lr_at(c, it)
         for g in opt.param_groups:
             g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x), y, label_smoothing=c["label_smoothing"])
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(sgd_step(model, opt, x, y, c["label_smoothing"]).item())
     return model, opt, losses
 
 

@@ -14,25 +14,29 @@ import sys
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
+def records(run_dir):
+    """The records of run_dir/metrics.jsonl, in order (blank lines skipped)."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
 def load(run_dir):
     """Validations logged by the run (metrics.jsonl "val" records) plus `mp3d evaluate` results of
     its checkpoints (run_dir/test_evals/step_<N>/report/froc.json), each placed at the wall time
     of its step's train record; sorted by step."""
     start, vals, at_step = None, [], {}
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            r = json.loads(line)
-            if r.get("event") == "start" and start is None:
-                start = r["time"]
-            if r.get("stage") == "train" and "step" in r:
-                at_step[r["step"]] = (r["time"] - start) / 60.0
-            if r.get("stage") == "val" and "mfroc" in r:
-                r["wall_min"] = (r["time"] - start) / 60.0
-                r["source"] = "run"
-                vals.append(r)
+    for r in records(run_dir):
+        if r.get("event") == "start" and start is None:
+            start = r["time"]
+        if r.get("stage") == "train" and "step" in r:
+            at_step[r["step"]] = (r["time"] - start) / 60.0
+        if r.get("stage") == "val" and "mfroc" in r:
+            r["wall_min"] = (r["time"] - start) / 60.0
+            r["source"] = "run"
+            vals.append(r)
     ev = os.path.join(run_dir, "test_evals")
     seen = {v["step"] for v in vals}
     for d in sorted(os.listdir(ev)) if os.path.isdir(ev) else []:
@@ -51,11 +55,14 @@ def load(run_dir):
     return sorted(vals, key=lambda v: v["step"])
 
 
-def svg(path, title, runs, xkey, xlabel):
-    W, H, L, B, T, R = 640, 360, 60, 50, 30, 150
-    xmax = max((v[xkey] for _, vs in runs for v in vs), default=1.0) * 1.05 or 1.0
-    ymax = max(0.1, max((v["mfroc"] for _, vs in runs for v in vs), default=0.1) * 1.15)
-    px = lambda x: L + (W - L - R) * x / xmax
+def svg(path, title, runs, xkey, xlabel, ykey="mfroc", ylabel="test mFROC", ymax=None, xscale=1.0):
+    """Curves of v[ykey] against v[xkey] * xscale, one polyline per (name, points) run; the y axis
+    runs to ymax (default: 1.15 x the largest value, at least 0.1). Also used by tta_classify.py."""
+    W, H, L, B, T, R = 640, 360, 60, 50, 30, 170
+    xmax = max((v[xkey] * xscale for _, vs in runs for v in vs), default=1.0) * 1.05 or 1.0
+    if ymax is None:
+        ymax = max(0.1, max((v[ykey] for _, vs in runs for v in vs), default=0.1) * 1.15)
+    px = lambda x: L + (W - L - R) * x * xscale / xmax
     py = lambda y: H - B - (H - B - T) * y / ymax
     o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
          '<rect width="100%" height="100%" fill="white"/>',
@@ -63,20 +70,20 @@ def svg(path, title, runs, xkey, xlabel):
          '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (L, H - B, W - R, H - B),
          '<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (L, T, L, H - B),
          '<text x="%d" y="%d" text-anchor="middle">%s</text>' % ((L + W - R) // 2, H - 12, xlabel),
-         '<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">test mFROC</text>' % ((T + H - B) // 2, (T + H - B) // 2)]
+         '<text x="14" y="%d" transform="rotate(-90 14 %d)" text-anchor="middle">%s</text>' % ((T + H - B) // 2, (T + H - B) // 2, ylabel)]
     for i in range(6):
         y = ymax * i / 5
         o.append('<text x="%d" y="%.1f" text-anchor="end">%.2f</text>' % (L - 6, py(y) + 4, y))
         o.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (L, py(y), W - R, py(y)))
         x = xmax * i / 5
-        o.append('<text x="%.1f" y="%d" text-anchor="middle">%.0f</text>' % (px(x), H - B + 16, x))
+        o.append('<text x="%.1f" y="%d" text-anchor="middle">%.0f</text>' % (px(x / xscale), H - B + 16, x))
     for k, (name, vs) in enumerate(runs):
         c = COLORS[k % len(COLORS)]
-        pts = " ".join("%.1f,%.1f" % (px(v[xkey]), py(v["mfroc"])) for v in vs)
+        pts = " ".join("%.1f,%.1f" % (px(v[xkey]), py(v[ykey])) for v in vs)
         if vs:
             o.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (c, pts))
         for v in vs:
-            o.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (px(v[xkey]), py(v["mfroc"]), c))
+            o.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (px(v[xkey]), py(v[ykey]), c))
         o.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/>' % (W - R + 10, T + 20 * k, c))
         o.append('<text x="%d" y="%d">%s</text>' % (W - R + 28, T + 10 + 20 * k, name))
     o.append("</svg>")
