@@ -9,6 +9,9 @@
 # Env: DEMO_ITERS (3), MP3D_ITERS (2) timed iterations after 1 warm-up; OUT_DIR (results/bench);
 #      ONLY=demo|mp3d runs one configuration.
 set -euo pipefail
+# Users' kernels (issue 15): this machine's environment forces older OpenBLAS kernels
+# (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE) for tests and CI; a benchmark stands for users.
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 src=$(cd "$(dirname "$0")/../.." && pwd)
 out=${OUT_DIR:-$src/results/bench}
 torch_py=/usr/bin/python3   # Debian's python3-torch 1.13 + python3-torchvision 0.14 (not the pyenv python)

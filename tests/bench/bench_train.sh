@@ -4,6 +4,9 @@
 # per rank per step), on a VDT ImageNet shard (default: the demo's). Writes results/bench/train.md.
 #   bash tests/bench/bench_train.sh [BUILD_DIR] [SHARD_DIR] [STEPS]
 set -euo pipefail
+# Users' kernels (issue 15): this machine's environment forces older OpenBLAS kernels
+# (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE) for tests and CI; a benchmark stands for users.
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 here=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$here/build}
 shard=${2:-$here/results/demo/vdt_imagenet}

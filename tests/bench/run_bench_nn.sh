@@ -3,6 +3,9 @@
 # with OpenBLAS's AVX-512 kernels) and writes results/bench/nn.md (+ the raw JSON lines).
 # Usage: tests/bench/run_bench_nn.sh BUILD_DIR   (bench_nn built there: --target bench_nn)
 set -euo pipefail
+# Users' kernels (issue 15): this machine's environment forces older OpenBLAS kernels
+# (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE) for tests and CI; a benchmark stands for users.
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 build=${1:?usage: run_bench_nn.sh BUILD_DIR}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 out=$src/results/bench
