@@ -158,21 +158,7 @@ def train_torch(c, perturb, dtype):
 
 
 def cmd_run(cfg_path, perturb):
-    c = json.load(open(cfg_path))
-    if perturb == "momentum":
-        c["momentum"] = 0.85
-    elif perturb == "nesterov":
-        c["nesterov"] = not c["nesterov"]
-    elif perturb == "wd_exempt":
-        c["wd_norm_bias"] = not c["wd_norm_bias"]
-    elif perturb == "warmup":
-        c["warmup_iters"] = 0
-    elif perturb == "smoothing":
-        c["label_smoothing"] = 0.0
-    elif perturb == "order":
-        pass  # the batch in reverse order: rounding only, must pass
-    elif perturb:
-        sys.exit(f"torch_parity: unknown --perturb {perturb}")
+    c = perturbed(json.load(open(cfg_path)), perturb, "torch_parity", ("smoothing", "order"))
     torch.set_num_threads(1)
     # The reference is PyTorch in float64 (the exact trajectory of the recipe); PyTorch in
     # float32 is compared with it too, as the yardstick of what float32 rounding alone does.
@@ -183,6 +169,47 @@ def cmd_run(cfg_path, perturb):
     for d in c["mp3d_dirs"]:
         ok = compare(c, perturb, d["dir"], d["label"], model, opt, losses, model32, opt32, losses32) and ok
     sys.exit(0 if ok else 1)
+
+
+def perturbed(c, perturb, tool, extra=()):
+    """The recipe c with one thing changed on the PyTorch side, which the comparison must notice:
+    momentum, nesterov, wd_exempt, warmup, and those of extra that the tool knows (smoothing:
+    label smoothing off; order: the batch reversed in train_torch, rounding only, must pass)."""
+    c = dict(c)
+    if perturb == "momentum":
+        c["momentum"] = 0.85
+    elif perturb == "nesterov":
+        c["nesterov"] = not c["nesterov"]
+    elif perturb == "wd_exempt":
+        c["wd_norm_bias"] = not c["wd_norm_bias"]
+    elif perturb == "warmup":
+        c["warmup_iters"] = 0
+    elif perturb == "smoothing" and perturb in extra:
+        c["label_smoothing"] = 0.0
+    elif perturb == "order" and perturb in extra:
+        pass
+    elif perturb:
+        sys.exit(f"{tool}: unknown perturbation {perturb}")
+    return c
+
+
+def group_figures(tool, label, g, items):
+    """Relative L2 of mp3d's tensors against PyTorch's over a group, items = (name, mp3d, torch,
+    torch float32 or None): ||a - b|| / ||b|| over the whole group (returned), the worst tensor,
+    max |a - b| / max |b| per tensor, and PyTorch float32 against float64 when given (printed)."""
+    num = sum(float(((np.float64(m) - t) ** 2).sum()) for _, m, t, _ in items)
+    den = sum(float((np.float64(t) ** 2).sum()) for _, _, t, _ in items)
+    per = [(float(np.linalg.norm(np.float64(m) - t) / max(np.linalg.norm(np.float64(t)), 1e-30)), n)
+           for n, m, t, _ in items]
+    floor = ""
+    if items[0][3] is not None:
+        n32 = sum(float(((np.float64(t32) - t) ** 2).sum()) for _, _, t, t32 in items)
+        floor = f" (torch f32 vs f64: {math.sqrt(n32 / den):.1e})"
+    fig = math.sqrt(num / max(den, 1e-30))
+    worst = max(per)
+    print(f"{tool}: {label} final {g}: rel_l2:{fig:.2e}{floor} worst_tensor_rel_l2:{worst[0]:.2e} "
+          f"({worst[1]}) max_elem_rel:{max(rel(m, t) for _, m, t, _ in items):.1e}")
+    return fig
 
 
 def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, losses32):
@@ -223,23 +250,7 @@ def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, los
                 groups["momentum"].append((name, f["optim/momentum"][name][()],
                                            opt.state[p]["momentum_buffer"].numpy(),
                                            opt32.state[pnames32[name]]["momentum_buffer"].numpy()))
-    figures = {}
-    for g, items in groups.items():
-        if not items:
-            continue
-        num = sum(float(((np.float64(m) - t) ** 2).sum()) for _, m, t, _ in items)
-        den = sum(float((np.float64(t) ** 2).sum()) for _, _, t, _ in items)
-        per = [(float(np.linalg.norm(np.float64(m) - t) / max(np.linalg.norm(np.float64(t)), 1e-30)), n)
-               for n, m, t, _ in items]
-        pmax = max(rel(m, t) for _, m, t, _ in items)
-        floor = ""
-        if items[0][3] is not None:
-            n32 = sum(float(((np.float64(t32) - t) ** 2).sum()) for _, _, t, t32 in items)
-            floor = f" (torch f32 vs f64: {math.sqrt(n32 / den):.1e})"
-        figures[g] = math.sqrt(num / max(den, 1e-30))
-        worst_t = max(per)
-        print(f"torch_parity: {label} final {g}: rel_l2:{figures[g]:.2e}{floor} worst_tensor_rel_l2:{worst_t[0]:.2e} "
-              f"({worst_t[1]}) max_elem_rel:{pmax:.1e}")
+    figures = {g: group_figures("torch_parity", label, g, items) for g, items in groups.items() if items}
     tol = c["tol"]
     print(f"torch_parity: {label} steps:{K} perturb:{perturb or 'none'} rel_loss_step{K}:{rl[-1]:.2e} "
           f"max_rel_loss:{max(rl):.2e} (torch f32 vs f64: {max(rl32):.1e}) max_rel_lr:{worst_lr:.1e} "

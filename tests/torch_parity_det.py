@@ -56,7 +56,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "bench"))
 from nn_torch_models import Net  # noqa: E402
-from torch_parity import write_mp3d_ckpt, is_norm_or_bias, lr_at, rel  # noqa: E402
+from torch_parity import write_mp3d_ckpt, is_norm_or_bias, lr_at, perturbed, group_figures  # noqa: E402
 
 STRIDES = (4, 8, 16, 32, 64)
 WH_CLIP = abs(math.log(16.0 / 1000.0))
@@ -403,23 +403,8 @@ def train_torch(c, dtype, ranks=1):
     return model, opt, losses, parts, counts
 
 
-def perturbed(c, perturb):
-    c = dict(c)
-    if perturb == "momentum":
-        c["momentum"] = 0.85
-    elif perturb == "nesterov":
-        c["nesterov"] = not c["nesterov"]
-    elif perturb == "wd_exempt":
-        c["wd_norm_bias"] = not c["wd_norm_bias"]
-    elif perturb == "warmup":
-        c["warmup_iters"] = 0
-    elif perturb:
-        sys.exit(f"torch_parity_det: unknown perturbation {perturb}")
-    return c
-
-
 def cmd_run(cfg_path, perturb):
-    c = perturbed(json.load(open(cfg_path)), perturb)
+    c = perturbed(json.load(open(cfg_path)), perturb, "torch_parity_det")
     torch.set_num_threads(1)
     model, opt, losses, parts, counts = train_torch(c, torch.float64)
     model32, opt32, losses32, parts32, _ = train_torch(c, torch.float32)
@@ -450,7 +435,7 @@ def cmd_perturbations(cfg_path, whats):
     torch.set_num_threads(1)
     bad = []
     for what in whats.split(","):
-        c = perturbed(c0, what)
+        c = perturbed(c0, what, "torch_parity_det")
         model32, opt32, losses32, _, _ = train_torch(c, torch.float32)
         for d in c["mp3d_dirs"][:1]:
             if compare(c, what, d["dir"], d["label"] + " (vs torch f32)", model32, opt32, losses32, None, None, None):
@@ -502,22 +487,7 @@ def compare(c, perturb, mp3d_dir, label, model, opt, losses, model32, opt32, los
             if c["momentum"] != 0:
                 groups["momentum"].append((name, f["optim/momentum"][name][()], opt.state[p]["momentum_buffer"].numpy(),
                                            opt32.state[pn32[name]]["momentum_buffer"].numpy() if pn32 else None))
-    fig = {}
-    for g, items in groups.items():
-        if not items:
-            continue
-        num = sum(float(((np.float64(m) - t) ** 2).sum()) for _, m, t, _ in items)
-        den = sum(float((np.float64(t) ** 2).sum()) for _, _, t, _ in items)
-        floor = ""
-        if pn32:
-            n32 = sum(float(((np.float64(t32) - t) ** 2).sum()) for _, _, t, t32 in items)
-            floor = f" (torch f32 vs f64: {math.sqrt(n32 / den):.1e})"
-        per = [(float(np.linalg.norm(np.float64(m) - t) / max(np.linalg.norm(np.float64(t)), 1e-30)), n)
-               for n, m, t, _ in items]
-        fig[g] = math.sqrt(num / max(den, 1e-30))
-        worst = max(per)
-        print(f"torch_parity_det: {label} final {g}: rel_l2:{fig[g]:.2e}{floor} "
-              f"worst_tensor_rel_l2:{worst[0]:.2e} ({worst[1]}) max_elem_rel:{max(rel(m, t) for _, m, t, _ in items):.1e}")
+    fig = {g: group_figures("torch_parity_det", label, g, items) for g, items in groups.items() if items}
     tol = c["tol"]
     print(f"torch_parity_det: {label} steps:{K} perturb:{perturb or 'none'} rel_loss_step{K}:{rl[-1]:.2e} "
           f"max_rel_loss:{max(rl):.2e}" + (f" (torch f32 vs f64: {max(rl32):.1e})" if rl32 else "") + f" max_rel_lr:{worst_lr:.1e} "
