@@ -5,7 +5,8 @@
 # crash/leak/timeout/oom inputs are copied to tests/fuzz/crashes/<name>/ (add them to the corpus
 # once fixed; inputs that crash inside a third-party library go to tests/fuzz/known/, which ctest
 # does not replay). A crash ends that harness's run early (its row shows the seconds it ran);
-# FUZZ_FORK=1 runs libFuzzer with -fork=1 -ignore_crashes=1 to go on past crashes. Executions and coverage per harness (libFuzzer's last "#N ... cov: ft:" line) go
+# FUZZ_FORK=1 runs libFuzzer with -fork=1 -ignore_crashes=1 to go on past crashes
+# (FUZZ_FORK="h5 ..." only for the harnesses named: h5's known crashes are inside libhdf5). Executions and coverage per harness (libFuzzer's last "#N ... cov: ft:" line) go
 # to results/fuzz.md.
 #   bash tests/fuzz/run.sh MINUTES [harness ...]
 set -euo pipefail
@@ -36,7 +37,9 @@ run_one() {
   mkdir -p "$corpus" "$new" "$art"
   local extra=()
   [ -f "$SRC/tests/fuzz/$h.dict" ] && extra+=(-dict="$SRC/tests/fuzz/$h.dict")
-  [ -n "${FUZZ_FORK:-}" ] && extra+=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
+  local fork=${FUZZ_FORK:-}
+  [ "$fork" = 1 ] || [[ " $fork " == *" $h "* ]] || fork=
+  [ -n "$fork" ] && extra+=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
   # -max_len: big enough for a tiny PNG/zip/HDF5 file; -rss_limit_mb: an input that makes a
   # parser allocate gigabytes is a finding (oom-*), not a machine in swap.
   nice -n 19 "$BUILD/tests/fuzz/fuzz_$h" "$new" "$corpus" "${extra[@]}" -max_total_time=$((MINUTES * 60)) \
@@ -70,14 +73,19 @@ wait
   for h in $HARNESSES; do
     log=$WORK/$h.log
     last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
-    execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "${last%% *}")
-    eps=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo "?")
-    secs=$(( execs > 0 && eps > 0 ? execs / eps : 0 ))
+    # fork mode (-fork=1) prints no final stats: "#N: cov: .. exec/s E .. time: Ts" lines instead
+    execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' ||
+            echo "$last" | grep -oE '^#[0-9]+' | tr -d '#' || echo 0)
+    eps=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | grep -oE '[0-9]+$' ||
+          echo "$last" | grep -oE 'exec/s:? [0-9]+' | grep -oE '[0-9]+$' || echo 0)
+    secs=$(echo "$last" | grep -oE 'time: [0-9]+s' | grep -oE '[0-9]+' ||
+           echo $(( ${execs:-0} > 0 && ${eps:-0} > 0 ? execs / eps : 0 )))
+    crashes=$(echo "$last" | grep -oE 'oom/timeout/crash: [0-9/]+' || true)
     cov=$(echo "$last" | grep -oE 'cov: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     ft=$(echo "$last" | grep -oE 'ft: [0-9]+' | grep -oE '[0-9]+' || echo "?")
     files=$(find "$SRC/tests/fuzz/corpus/$h" -type f | wc -l)
     finds=$(ls "$WORK/$h-artifacts/" 2>/dev/null | tr '\n' ' ')
-    echo "| $h | $secs | $execs | $eps | $cov | $ft | $files | ${finds:-none} |"
+    echo "| $h | $secs | $execs | $eps | $cov | $ft | $files | ${finds:-none}${crashes:+ ($crashes, fork mode)} |"
   done
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
