@@ -755,6 +755,30 @@ static int list_ckpts(const char *dir, int64_t **steps, int *n, int drop_tmp) {
     return 0;
 }
 
+// Whether a checkpoint file counts toward keep-last-K: it opens as HDF5 through the serial
+// (sec2) driver, so this rank alone can look without MPI-IO, and says format mp3d-ckpt, complete.
+// Checksums are not read (resume does that).
+static int ckpt_counts(const char *path) {
+    h5quiet q;
+    quiet_on(&q);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        quiet_off(&q);
+        return 0;
+    }
+    char *fmt = NULL;
+    int64_t complete = 0;
+    hid_t a = H5Aopen(f, "format", H5P_DEFAULT);
+    int ok = a >= 0 && !attr_read_str(a, &fmt) && !strcmp(fmt, CKPT_FORMAT) &&
+             !attr_read_i64(f, "complete", &complete) && complete == 1;
+    close_id(&a);
+    free(fmt);
+    H5Fclose(f);
+    H5Eclear2(H5E_DEFAULT);
+    quiet_off(&q);
+    return ok;
+}
+
 // Rank 0's part of the commit: fsync, rename, folder fsync, "latest", pruning.
 static int commit_rank0(ckpt_writer *w, int keep) {
     int rc = fsync_path(w->tmp, 0);
@@ -771,9 +795,24 @@ static int commit_rank0(ckpt_writer *w, int keep) {
     int64_t *steps = NULL;
     int ns = 0;
     if ((rc = list_ckpts(w->dir, &steps, &ns, 1))) return rc;
-    for (int i = keep > 0 ? keep : ns; i < ns; i++) {
+    // Only checkpoints that open count toward `keep`: an unreadable ckpt_*.h5 (truncated,
+    // foreign, a damaged one from a later step) must not push valid ones out; it is named and left.
+    int kept = 0;
+    for (int i = 0; i < ns && keep > 0; i++) {
         char old[PATH_CAP];
-        if (steps[i] == w->step || ckpt_path_for_step(old, sizeof old, w->dir, steps[i])) continue;
+        if (ckpt_path_for_step(old, sizeof old, w->dir, steps[i])) continue;
+        if (steps[i] == w->step) {
+            kept++;
+            continue;
+        }
+        if (!ckpt_counts(old)) {
+            LOG_WARN("ckpt:invalid path:%s not counted toward keep:%d, left in place", old, keep);
+            continue;
+        }
+        if (kept < keep) {
+            kept++;
+            continue;
+        }
         if (unlink(old) == 0) LOG_INFO("ckpt:pruned path:%s keep:%d", old, keep);
         else LOG_WARN("ckpt:prune_failed path:%s reason:%s", old, strerror(errno));
     }

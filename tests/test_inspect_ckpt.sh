@@ -3,6 +3,7 @@
 # one whose dataset no longer matches its checksum (one float changed in place, `complete` still 1)
 # is reported INVALID naming the dataset and exits 1; a file that is neither HDF5 nor CSV exits 1
 # naming it. The checkpoint: configs/demo_pretrain.cfg, 2 steps on the tiny cohort (a few seconds).
+# Also: an unreadable ckpt_*.h5 does not count toward train.ckpt_keep (valid ones are not pruned).
 set -u
 BIN=${MP3D_BIN:?MP3D_BIN not set}
 SRC=${MP3D_SOURCE_DIR:?MP3D_SOURCE_DIR not set}
@@ -46,6 +47,17 @@ printf 'hello, not a checkpoint\n' >"$T/notes.bin"
 rc=$?
 [ "$rc" = 1 ] && grep -q "notes.bin: not a file mp3d writes" "$T/foreign.err" && ok "non-HDF5, non-CSV file: exit 1 naming it" ||
     { bad "foreign file: exit $rc"; cat "$T/foreign.err" | tail -n 2; }
+
+# train.ckpt_keep counts only checkpoints that open: a garbage ckpt_00000100.h5 beside a run
+# resumed from step 2 must not make steps 4 and 6 (keep 2) lose step 4
+mkdir -p "$T/keep" && cp "$C" "$T/keep/"
+printf 'not hdf5\n' >"$T/keep/ckpt_00000100.h5"
+"$BIN" train "$SRC/configs/demo_pretrain.cfg" --set input.root="$T/vdt" --set output.dir="$T/keep" \
+    --set train.max_steps=6 --set train.ckpt_every=2 --set train.ckpt_keep=2 >"$T/keep.log" 2>&1 || bad "keep run exited $?"
+have=$(cd "$T/keep" && ls ckpt_*.h5 | tr '\n' ' ')
+[ "$have" = "ckpt_00000004.h5 ckpt_00000006.h5 ckpt_00000100.h5 " ] && grep -q "ckpt:invalid path:.*ckpt_00000100.h5 not counted toward keep:2" "$T/keep.log" &&
+    ok "ckpt_keep 2 with an unreadable ckpt_00000100.h5: steps 4 and 6 kept, 2 pruned, the bad file named and left" ||
+    { bad "ckpt_keep with an unreadable file: $have"; grep "ckpt:\|resume" "$T/keep.log" | tail -n 6; }
 
 echo "test_inspect_ckpt: $fail failed"
 [ "$fail" -eq 0 ]
