@@ -9,6 +9,7 @@
 #include <hdf5.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io/fileio.h"
@@ -576,6 +577,7 @@ done:
 struct h5shard_reader {
     char *path;
     hid_t fid;
+    struct stat st;   // at open: every read checks the file is still this one (see unchanged())
 };
 
 const char *h5shard_path(const h5shard_reader *r) { return r->path; }
@@ -602,6 +604,11 @@ int h5shard_open(h5shard_reader **out, const char *path) {
     h5shard_reader *r = pl_calloc(1, sizeof *r, "shard reader");
     if (!r) return PL_ENOMEM;
     r->path = pl_strdup(path);
+    if (stat(path, &r->st) != 0) {
+        int e = errno;
+        h5shard_close(r);
+        return pl_fail(PL_EIO, "%s: cannot stat the shard: %s", path, strerror(e));
+    }
     r->fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (r->fid < 0) {
         h5shard_close(r);
@@ -698,14 +705,33 @@ done:
     return rc;
 }
 
+// HDF5's sec2 driver reads past the end of a file as zeros: a shard truncated (or rewritten)
+// while a run reads it would silently feed zeros or another file's rows. So after each read the
+// file must still be the one opened: same inode, size and modification time (one stat).
+static int unchanged(const h5shard_reader *r, const char *name) {
+    struct stat now;
+    if (stat(r->path, &now) != 0)
+        return pl_fail(PL_EIO, "%s: the shard disappeared while '%s' was being read: %s", r->path, name, strerror(errno));
+    if (now.st_ino != r->st.st_ino || now.st_size != r->st.st_size || now.st_mtim.tv_sec != r->st.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != r->st.st_mtim.tv_nsec)
+        return pl_fail(PL_ECORRUPT,
+                       "%s: the shard changed while '%s' was being read (size %lld -> %lld bytes, inode %llu -> %llu): "
+                       "a shard must not be truncated or rewritten during a run; what was read is not trusted",
+                       r->path, name, (long long)r->st.st_size, (long long)now.st_size, (unsigned long long)r->st.st_ino,
+                       (unsigned long long)now.st_ino);
+    return 0;
+}
+
 int h5shard_read(h5shard_reader *r, const char *name, enum shard_type type, void *out, int64_t i0, int64_t n) {
-    return read_sel(r, name, H5I_INVALID_HID, type, out, i0, n, 0, -1);
+    int rc = read_sel(r, name, H5I_INVALID_HID, type, out, i0, n, 0, -1);
+    return rc ? rc : unchanged(r, name);
 }
 
 int h5shard_read_rows(h5shard_reader *r, const char *name, enum shard_type type, void *out, int64_t i0, int64_t n,
                       int64_t width) {
     if (width < 1) return pl_fail(PL_EINVAL, "%s: dataset '%s': row width %lld", r->path, name, (long long)width);
-    return read_sel(r, name, H5I_INVALID_HID, type, out, i0, n, 0, width);
+    int rc = read_sel(r, name, H5I_INVALID_HID, type, out, i0, n, 0, width);
+    return rc ? rc : unchanged(r, name);
 }
 
 int h5shard_read_raw(h5shard_reader *r, const char *name, void **buf, size_t *bytes) {
@@ -724,7 +750,7 @@ int h5shard_read_raw(h5shard_reader *r, const char *name, void **buf, size_t *by
     int rc = 0;
     *buf = pl_malloc(nb ? nb : 1, "shard raw read");
     if (!*buf) rc = PL_ENOMEM;
-    else if (nb) rc = read_sel(r, name, mt, SHARD_U8, *buf, 0, 0, 1, -1);
+    else if (nb && !(rc = read_sel(r, name, mt, SHARD_U8, *buf, 0, 0, 1, -1))) rc = unchanged(r, name);
     H5Tclose(mt);
     if (rc) { free(*buf); *buf = NULL; return rc; }
     *bytes = nb;

@@ -29,3 +29,33 @@ foreach(np 2 3)
   mp3d_script_test(test_rel_term_np${np} test_rel.sh TIMEOUT 150 LABELS "mpi;reliability"
                    ARGS term ${np} $<TARGET_FILE:rel_tool>)
 endforeach()
+# Faults injected by LD_PRELOAD (tests/fault_preload.c): a rank SIGKILLed in the middle of a
+# checkpoint write; the train shard truncated while training reads it.
+add_library(fault_preload SHARED fault_preload.c)
+target_link_libraries(fault_preload PRIVATE ${CMAKE_DL_LIBS})
+set_target_properties(fault_preload PROPERTIES C_VISIBILITY_PRESET default)
+foreach(np 2 3)
+  mp3d_script_test(test_rel_ckpt_kill_np${np} test_rel.sh TIMEOUT 200 LABELS "mpi;reliability"
+                   ARGS ckpt_kill ${np} $<TARGET_FILE:rel_tool> $<TARGET_FILE:fault_preload> $<TARGET_FILE:train_tool>)
+  mp3d_script_test(test_rel_shard_trunc_np${np} test_rel.sh TIMEOUT 150 LABELS "mpi;reliability"
+                   ARGS shard_trunc ${np} $<TARGET_FILE:rel_tool> $<TARGET_FILE:fault_preload>)
+endforeach()
+# The path between nodes: Open MPI's TCP transport only (--mca btl tcp,self, as
+# OMPI_MCA_btl=tcp,self), for the checkpoint writer (MPI-IO), the preprocess shard writer and a
+# per-sample failure agreed across ranks. Run in their own folder (test_ckpt writes ckpt_test_np<N>/).
+file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/tcp)
+set(MP3D_TCP_ENV "${MP3D_TEST_ENV};OMPI_MCA_btl=tcp,self")
+if(TARGET test_ckpt)
+  add_test(NAME test_tcp_ckpt_np3 COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 3 $<TARGET_FILE:test_ckpt>
+           WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/tcp)
+  set_tests_properties(test_tcp_ckpt_np3 PROPERTIES TIMEOUT 120 PROCESSORS 3 LABELS "mpi;reliability;tcp"
+                       ENVIRONMENT "${MP3D_TCP_ENV}")
+endif()
+add_test(NAME test_tcp_shard_pp_np2 COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:test_shard_pp>
+         WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/tcp)
+set_tests_properties(test_tcp_shard_pp_np2 PROPERTIES TIMEOUT 120 PROCESSORS 2 LABELS "mpi;reliability;tcp"
+                     ENVIRONMENT "${MP3D_TCP_ENV}")
+add_test(NAME test_tcp_rel_step_fail_np3 COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_rel.sh step_fail 3 $<TARGET_FILE:rel_tool>
+         WORKING_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/tcp)
+set_tests_properties(test_tcp_rel_step_fail_np3 PROPERTIES TIMEOUT 120 LABELS "mpi;reliability;tcp"
+                     ENVIRONMENT "${MP3D_TCP_ENV}")

@@ -5,6 +5,8 @@
 #               every rank stops within the timeout, exit 1, the error names shard and sample
 #   ckpt_full   output.dir on a 2 MB tmpfs: the checkpoint write fails with ENOSPC on every rank:
 #               exit 1 within the timeout, no crash, no .tmp left, the previous checkpoint valid
+#   ckpt_kill / shard_trunc   faults injected by tests/fault_preload.c (see the cases)
+# REL_KEEP=1 keeps the scratch folder, REL_LIMIT=S changes the hang limit (90 s).
 set -u
 CASE=${1:?usage: test_rel.sh CASE NP REL_TOOL}
 NP=${2:?}
@@ -13,11 +15,11 @@ BIN=${MP3D_BIN:?MP3D_BIN not set}
 T=$(mktemp -d /tmp/mp3d_rel.XXXXXX)
 MNT=""
 cleanup() { [ -n "$MNT" ] && umount "$MNT" 2>/dev/null; [ -n "$MNT" ] && umount "$MNT" 2>/dev/null; rm -rf "$T"; }
-trap cleanup EXIT
+[ -n "${REL_KEEP:-}" ] && echo "keeping $T" || trap cleanup EXIT
 fail=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-LIMIT=90   # seconds; a healthy run takes a few
+LIMIT=${REL_LIMIT:-90}   # seconds; a healthy run takes a few
 
 fixture_pp() {   # synthetic DeepLesion cohort -> preprocess shards in $T/pp
     "$BIN" synth --set output.dir="$T/data" --set synth.scale=tiny >"$T/synth.log" 2>&1 || { echo "FAIL synth"; cat "$T/synth.log"; exit 1; }
@@ -191,6 +193,49 @@ CFG
     "$TOOL" set-f32 "$T/x.h5" input 500 nan || exit 1
     timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" infer --checkpoint "$T/out/ckpt_00000001.h5" --input "$T/x.h5" --output "$T/z.h5" >"$T/run.log" 2>&1; rc=$?
     [ $rc -ne 0 ] && grep -q "sample 1 holds a non-finite value" "$T/run.log" && ok "NaN input: error naming sample 1" || bad "NaN input: exit $rc, $(grep ERROR "$T/run.log" | head -2)"
+    ;;
+ckpt_kill)
+    # a rank SIGKILLed in the middle of writing a checkpoint (tests/fault_preload.c kills the
+    # last rank at its 3rd write to ckpt_00000003.h5.tmp): the job ends within the timeout,
+    # the previous checkpoint stays valid, the restart drops the stale .tmp, resumes from step 2
+    # and ends bit-identical to an uninterrupted run.
+    PRE=${4:?ckpt_kill needs FAULT_PRELOAD}
+    TT=${5:?ckpt_kill needs TRAIN_TOOL}
+    fixture_pp
+    det_cfg "$T/a" 4
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/a.log" 2>&1 || { echo "FAIL reference run: exit $?"; tail -5 "$T/a.log"; exit 1; }
+    det_cfg "$T/k" 4
+    t0=$(date +%s)
+    LD_PRELOAD=$PRE MP3D_FAULT="kill:ckpt_00000003.h5.tmp:$((NP - 1)):3" \
+        timeout -k 5 $LIMIT mpirun -np "$NP" -x LD_PRELOAD -x MP3D_FAULT "$BIN" train "$T/det.cfg" >"$T/run.log" 2>&1; rc=$?
+    # mpirun itself exits 137 (128 + SIGKILL) for a killed rank: a hang shows as the time taken
+    el=$(( $(date +%s) - t0 ))
+    [ $rc -eq 124 ] || [ $el -ge $LIMIT ] && bad "the job hung after a rank was killed (stopped by timeout after $el s)" || ok "the job ended $el s after the start"
+    grep -q "fault_preload: rank $((NP - 1)) killed at write 3 to .*ckpt_00000003.h5.tmp" "$T/run.log" && ok "rank $((NP - 1)) killed mid-checkpoint" || bad "the fault did not fire: $(tail -3 "$T/run.log")"
+    [ $rc -ne 0 ] && ok "the job ended, exit $rc (not 0)" || bad "exit 0 after a rank was killed"
+    [ -f "$T/k/ckpt_00000003.h5" ] && bad "a checkpoint of step 3 was committed by a dead rank's job" || ok "no ckpt_00000003.h5 committed"
+    "$BIN" inspect "$T/k/ckpt_00000002.h5" >"$T/inspect.log" 2>&1 && ok "the previous checkpoint (step 2) is valid" || bad "step 2 checkpoint: $(tail -2 "$T/inspect.log")"
+    timeout -k 5 $LIMIT mpirun -np "$NP" "$BIN" train "$T/det.cfg" >"$T/re.log" 2>&1 || bad "restart exited $?: $(grep ERROR "$T/re.log" | head -2)"
+    grep -q "resume: step:2 " "$T/re.log" && ok "restart resumes from step 2" || bad "restart: $(grep -E 'resume|ckpt:' "$T/re.log" | head -3)"
+    ls "$T/k" | grep -q '\.tmp$' && bad "a .tmp is left after the restart: $(ls "$T/k")" || ok "no .tmp left after the restart"
+    "$TT" compare "$T/a/ckpt_00000004.h5" "$T/k/ckpt_00000004.h5" 0 >/dev/null && ok "killed + resumed == uninterrupted (bit-identical)" || bad "killed + resumed differs from the uninterrupted run"
+    ;;
+shard_trunc)
+    # the train shard cut to half its size while training reads it (tests/fault_preload.c
+    # truncates it at rank 0's 40th read of train.h5 after start-up): every rank stops within the
+    # timeout, exit 1, an ERROR naming the shard; checkpoints written before stay valid.
+    PRE=${4:?shard_trunc needs FAULT_PRELOAD}
+    fixture_pp
+    det_cfg "$T/out" 100000
+    half=$(( $(stat -c %s "$T/pp/train.h5") / 2 ))
+    LD_PRELOAD=$PRE MP3D_FAULT="truncate:train.h5:0:40:$half" \
+        timeout -k 5 $LIMIT mpirun -np "$NP" -x LD_PRELOAD -x MP3D_FAULT "$BIN" train "$T/det.cfg" >"$T/run.log" 2>&1; rc=$?
+    [ $rc -eq 124 ] || [ $rc -eq 137 ] && bad "train hung on a truncated shard (killed after $LIMIT s)"
+    grep -q "fault_preload: rank 0 truncated .*train.h5" "$T/run.log" && ok "train.h5 truncated to $half bytes during the run" || bad "the fault did not fire"
+    [ $rc -eq 1 ] && ok "exit 1 at $NP ranks" || bad "exit $rc, want 1"
+    grep -q "ERROR .*train.h5" "$T/run.log" && ok "an ERROR names the shard: $(grep -m1 'ERROR .*train.h5' "$T/run.log" | cut -c1-160)" || bad "no ERROR naming train.h5: $(grep ERROR "$T/run.log" | head -2)"
+    grep -qi "segmentation\|signal 11\|core dumped\|exited on signal" "$T/run.log" && bad "a rank crashed" || ok "no crash"
+    for c in "$T"/out/ckpt_*.h5; do [ -f "$c" ] || continue; "$BIN" inspect "$c" >/dev/null 2>&1 || bad "$(basename "$c") written before the fault is not valid"; done
     ;;
 term)
     fixture_pp
