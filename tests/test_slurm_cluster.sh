@@ -14,6 +14,8 @@
 #      shard): `mp3d train` through slurm/pretrain.sbatch on 2 ranks, preempted with USR1 after
 #      its step-12 checkpoint, requeued, resumed; its final parameters, buffers and momentum
 #      are bit-identical (h5diff) to those of an uninterrupted job.
+#   5. The same trainer with rank 1 SIGKILLed mid-checkpoint (argument 2: tests' fault_preload
+#      library, LD_PRELOAD): the job ends by itself (not at its time limit), step 6 stays valid.
 # Needs root and Debian's munge slurmctld slurmd slurm-client; installs them when missing only
 # with CI=true or MP3D_SLURM_INSTALL=1, otherwise skips (exit 77). MP3D_KEEP=1 keeps the folder.
 # shellcheck disable=SC2015  # "check && ok || bad": ok never fails
@@ -24,6 +26,7 @@ SRC=${MP3D_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 PIPE=${MP3D_SLURM_PIPELINE:-$SRC/configs/demo.cfg}
 TIMEOUT=${MP3D_SLURM_TIMEOUT:-240} # seconds for all jobs of one part
 TOOL=${1:-} # tests/train_tool (make-shard); without it part 4 fails as not run
+PRELOAD=${2:-} # tests/fault_preload library; without it part 5 fails as not run
 t_start=$SECONDS
 
 if [ "$(id -u)" != 0 ]; then
@@ -107,6 +110,15 @@ EOF
     tr_job=${tr_job%%;*}
 fi
 
+# ---- 5: a rank killed in the middle of a checkpoint (LD_PRELOAD=tests' fault_preload, argument
+# 2): under srun the other rank must not wait in a collective until the time limit.
+if [ -n "$TOOL" ] && [ -n "$PRELOAD" ]; then
+    kill_job=$(LD_PRELOAD=$PRELOAD MP3D_FAULT="kill:ckpt_00000012.h5.tmp:1:3" sbatch "${tr_args[@]}" --time=10 \
+        --job-name=mp3d-kill --output="$T/logs/%x-%j.out" "$SRC/slurm/pretrain.sbatch" "$T/train.cfg" \
+        --set output.dir="$T/train_kill")
+    kill_job=${kill_job%%;*}
+fi
+
 # ---- 3: a job array over a list of datasets, with a stand-in mp3d recording its arguments.
 cat >"$T/fake/mp3d.sh" <<'EOF'
 #!/usr/bin/env bash
@@ -172,6 +184,23 @@ if [ -n "$TOOL" ]; then
     fi
 else
     bad "part 4 (real trainer preemption) not run: pass tests/train_tool as argument 1"
+fi
+if [ -n "${kill_job:-}" ]; then
+    klog=$T/logs/mp3d-kill-$kill_job.out
+    if slurm_wait_jobs 150 "$kill_job"; then
+        st=$(slurm_field "$kill_job" JobState) rt=$(slurm_field "$kill_job" RunTime)
+        [ "$st" != COMPLETED ] && ok "killed rank: job $kill_job ended $st after $rt (time limit 10 min)" ||
+            bad "killed rank: job $kill_job COMPLETED"
+        grep -q "fault_preload: rank 1 killed at write 3" "$klog" && ok "killed rank: rank 1 died mid-checkpoint" ||
+            { bad "killed rank: the fault did not fire"; tail -n 20 "$klog" | sed 's/^/  | /'; }
+        [ -s "$T/train_kill/ckpt_00000006.h5" ] && "$BIN" inspect "$T/train_kill/ckpt_00000006.h5" >/dev/null 2>&1 &&
+            ok "killed rank: the previous checkpoint (step 6) is valid" || bad "killed rank: no valid step-6 checkpoint"
+    else
+        bad "killed rank: job $kill_job still running 150 s later (a rank waits forever)"
+        scancel "$kill_job"
+    fi
+elif [ -z "$PRELOAD" ]; then
+    bad "part 5 (killed rank) not run: pass tests/fault_preload as argument 2"
 fi
 
 # shellcheck disable=SC2016  # evaluated later, by slurm_preempt_and_check
