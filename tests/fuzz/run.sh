@@ -5,6 +5,8 @@
 # crash/leak/timeout/oom inputs are copied to tests/fuzz/crashes/<name>/ (add them to the corpus
 # once fixed; inputs that crash inside a third-party library go to tests/fuzz/known/, which ctest
 # does not replay). A crash ends that harness's run early (its row shows the seconds it ran);
+# FUZZ_TIMEOUT (seconds per input, default 20): at nice 19 on a loaded machine an input that
+# takes milliseconds alone can exceed 20 s of wall time and end the run as a false "timeout".
 # FUZZ_FORK=1 runs libFuzzer with -fork=1 -ignore_crashes=1 to go on past crashes
 # (FUZZ_FORK="h5 ..." only for the harnesses named: h5's known crashes are inside libhdf5). Executions and coverage per harness (libFuzzer's last "#N ... cov: ft:" line) go
 # to results/fuzz.md.
@@ -43,7 +45,7 @@ run_one() {
   # -max_len: big enough for a tiny PNG/zip/HDF5 file; -rss_limit_mb: an input that makes a
   # parser allocate gigabytes is a finding (oom-*), not a machine in swap.
   nice -n 19 "$BUILD/tests/fuzz/fuzz_$h" "$new" "$corpus" "${extra[@]}" -max_total_time=$((MINUTES * 60)) \
-      -max_len=${FUZZ_MAX_LEN:-65536} -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
+      -max_len=${FUZZ_MAX_LEN:-65536} -rss_limit_mb=2048 -timeout=${FUZZ_TIMEOUT:-20} -print_final_stats=1 \
       -artifact_prefix="$art" -close_fd_mask=3 >"$WORK/$h.log" 2>&1 || true
   # minimise: keep the committed corpus plus what adds coverage
   nice -n 19 "$BUILD/tests/fuzz/fuzz_$h" -merge=1 "$corpus" "$new" -max_len=${FUZZ_MAX_LEN:-65536} \
