@@ -7,6 +7,7 @@
 #   MP3D_BIN        the mp3d binary (default: `mp3d` on PATH, else <repo>/build/mp3d)
 #   MP3D_LAUNCH     srun (default) | mpirun | none (run MP3D_BIN directly, one process)
 #   MP3D_SRUN_ARGS  extra srun arguments, e.g. "--cpu-bind=cores"
+#   MP3D_MPIRUN_KILL_WAIT  seconds mpirun lets its ranks checkpoint after a TERM (default 20)
 #   MP3D_YIELD      1/0: force OMPI_MCA_mpi_yield_when_idle (default: 1 only when oversubscribed)
 #   MP3D_THREADS    BLAS/OpenMP threads per rank (default: --cpus-per-task; a value exported
 #                   in the submitting shell is deliberately not used, it rarely fits the job)
@@ -122,9 +123,13 @@ mp3d_launch() {
             # mpirun exits 1 when it gets a SIGTERM itself (scancel and the time limit signal
             # every process of the step), even though the ranks checkpointed and exited 75; the
             # ranks' agreed code is read back from MP3D_EXIT_FILE below (issue 16).
+            # mpirun also SIGKILLs its ranks odls_base_sigkill_timeout seconds (default 1) after
+            # it forwards a TERM: less than a training step plus a checkpoint. MP3D_MPIRUN_KILL_WAIT
+            # (default 20 s, under Slurm's default KillWait of 30 s) gives the ranks time to
+            # checkpoint; mpirun itself then returns after about twice that.
             MP3D_EXIT_FILE=$(mktemp "${TMPDIR:-/tmp}/mp3d_exit.XXXXXX")
             export MP3D_EXIT_FILE
-            cmd=(mpirun -x MP3D_EXIT_FILE "$MP3D_BIN" "$@") ;;
+            cmd=(mpirun --mca odls_base_sigkill_timeout "${MP3D_MPIRUN_KILL_WAIT:-20}" -x MP3D_EXIT_FILE "$MP3D_BIN" "$@") ;;
         none) cmd=("$MP3D_BIN" "$@") ;;
         *)
             mp3d_log "error: MP3D_LAUNCH=$launch (must be srun, mpirun or none)"

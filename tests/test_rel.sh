@@ -245,6 +245,10 @@ term)
         # shellcheck source=../slurm/common.sh
         source "$MP3D_SOURCE_DIR/slurm/common.sh"
         MP3D_LAUNCH=mpirun   # outside Slurm mpirun starts one rank per core (2 here)
+        # the ranks get 10 s (not the default 20) to finish the step and checkpoint: mpirun then
+        # returns after about 20 s; its own default of 1 s loses the checkpoint of a slow step
+        # (an ASan build on a loaded machine: 6 s steps)
+        MP3D_MPIRUN_KILL_WAIT=10
         mp3d_launch train "$T/det.cfg"
         echo "launch_rc:$?"
     ) >"$T/run.log" 2>&1 &
@@ -265,12 +269,18 @@ term)
     mpi=$!
     ranks=""
     for _ in $(seq 1 100); do ranks=$(pgrep -P $mpi -d ' '); [ -n "$ranks" ] && break; sleep 0.02; done
-    sleep 0.2
+    # as soon as every rank has reached main() and installed its handler (SigCgt holds SIGTERM,
+    # bit 15): before main no program can catch a signal (an ASan build takes ~1 s to get there)
+    caught() { local m; m=$(awk '/^SigCgt/ { print $2 }' "/proc/$1/status" 2>/dev/null); [ -n "$m" ] && (( (0x$m >> 14) & 1 )); }
+    for _ in $(seq 1 500); do
+        all=1; for r in $ranks; do caught "$r" || all=0; done
+        [ $all = 1 ] && break; sleep 0.01
+    done
     kill -TERM $ranks 2>/dev/null
     for _ in $(seq 1 $((LIMIT * 10))); do kill -0 $mpi 2>/dev/null || break; sleep 0.1; done
     kill -0 $mpi 2>/dev/null && { bad "train still running after TERM"; kill -KILL $mpi $ranks 2>/dev/null; }
     wait $mpi; rc=$?
-    [ $rc -eq 75 ] && ok "TERM 0.2 s after start: exit 75" || bad "TERM at start-up: exit $rc, want 75: $(grep -E 'signal|exit' "$T/run2.log" | head -3)"
+    [ $rc -eq 75 ] && ok "TERM as soon as the handler is installed: exit 75" || bad "TERM at start-up: exit $rc, want 75: $(grep -E 'signal|exit' "$T/run2.log" | head -3)"
     ls "$T/out" 2>/dev/null | grep -q '^ckpt_.*\.h5$' && ok "TERM at start-up: a checkpoint" || bad "TERM at start-up: no checkpoint"
     ;;
 *) echo "unknown case $CASE"; exit 2 ;;
