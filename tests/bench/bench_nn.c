@@ -329,7 +329,7 @@ int main(int argc, char **argv) {
             }
             step_in = (nn_dims){n, 1, d, h, w};
             step_only = 1;
-        } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) steps = PL_MAX(1, atoi(argv[++i]));
+        } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) { steps = atoi(argv[++i]); if (steps < 1) steps = 1; }
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {  // --threads 1,2
             nthreads = sscanf(argv[++i], "%d,%d,%d,%d", &threads[0], &threads[1], &threads[2], &threads[3]);
             if (nthreads < 1) {
