@@ -227,12 +227,13 @@ int main(int argc, char **argv) {
     const double rss_train = peak_rss_mb();
 
     const double imgs = (double)(batch * iters);
-    if (train_only) infer.wall = infer.cpu = 1e30;   // no inference run: its figures read ~0
+    // --train-only: no inference ran; its figures read 0 (iw = 1 only keeps the divisions defined)
+    const double iw = infer.wall > 0 ? infer.wall : 1, ii = infer.wall > 0 ? 1 : 0;
     printf("result impl:mp3d name:%s threads:%d train_cpu_s_step:%.3f train_img_s:%.4f train_s_step:%.3f train_cpu_wall:%.2f train_other_cores:%.2f "
            "infer_img_s:%.4f infer_s_step:%.3f infer_cpu_wall:%.2f infer_other_cores:%.2f rss_start_mb:%.0f "
            "rss_infer_mb:%.0f rss_peak_mb:%.0f params:%zu\n",
            name, threads, train.cpu / iters, imgs / train.wall, train.wall / iters, train.cpu / train.wall, train.other / train.wall,
-           imgs / infer.wall, infer.wall / iters, infer.cpu / infer.wall, infer.other / infer.wall, rss_start,
+           ii * imgs / iw, infer.wall / iters, infer.cpu / iw, infer.other / iw, rss_start,
            rss_infer, rss_train, p->nparams);
     if (json) {
         FILE *f = fopen(json, "a");
@@ -251,8 +252,8 @@ int main(int argc, char **argv) {
                 threads, name, arch, dc.backbone.width, dc.backbone.gn_groups, (long long)size, k_depth, (long long)batch,
                 (long long)dc.fpn_channels, (long long)dc.fc_dim, (long long)dc.rpn_pre_nms,
                 (long long)dc.rpn_post_nms, (long long)dc.roi_samples, iters, warmup, p->nparams, imgs / train.wall,
-                train.wall / iters, train.cpu, train.wall, train.other / train.wall, imgs / infer.wall,
-                infer.wall / iters, infer.cpu, infer.wall, infer.other / infer.wall, (double)dets_total / imgs,
+                train.wall / iters, train.cpu, train.wall, train.other / train.wall, ii * imgs / iw,
+                infer.wall / iters, infer.cpu, infer.wall, infer.other / iw, (double)dets_total / imgs,
                 rss_start, rss_infer, rss_train, loss[0], loss[1], loss[2], loss[3]);
         fclose(f);
     }
