@@ -3,12 +3,14 @@
 // detector_train_step — forward, RPN/RoI targets and losses, backward — plus the optimizer of the
 // recipe: gradient clipping and SGD with momentum and weight decay) and inference images/s
 // (detector_detect), on random (N, 1, D, S, S) inputs with 3 fixed ground-truth boxes per image.
-// Single thread. Inference is timed first so the peak RSS after it is the inference peak; the
+// Single thread unless --threads. Inference is timed first so the peak RSS after it is the inference peak; the
 // peak after training is the process's overall peak (run one configuration per process).
 // The same-run reference is tests/bench/bench_detector_torch.py (torchvision Faster R-CNN with
 // the same backbone), driven by tests/bench/bench_detector.sh, which passes it our `config` line.
 // Usage: bench_detector CONFIG.cfg [--name NAME] [--size S] [--batch N] [--iters K] [--warmup W]
-//                       [--json OUT] [--set key=value ...]
+//                       [--json OUT] [--set key=value ...] [--threads T] [--train-only]
+// (--threads: OpenBLAS and nn/parallel threads, default 1; --train-only skips inference: used
+// by tests/bench/scale.sh)
 // Prints key:value lines; OUT gets one JSON line per run (appended).
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,13 +81,13 @@ static void bench_box(float *b, int64_t n, int i, int64_t S) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench_detector CONFIG.cfg [--name NAME] [--size S] [--batch N] [--iters K] [--warmup W]\n"
-                    "                      [--json OUT] [--set key=value ...]\n");
+                    "                      [--json OUT] [--set key=value ...] [--threads T] [--train-only]\n");
 }
 
 int main(int argc, char **argv) {
     const char *cfg_file = NULL, *name = "detector", *json = NULL;
     const char *sets[MAX_SETS];
-    int nsets = 0, iters = 3, warmup = 1;
+    int nsets = 0, iters = 3, warmup = 1, threads = 1, train_only = 0;
     int64_t size = 0, batch = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -96,6 +98,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--iters") && more) iters = atoi(argv[++i]);
         else if (!strcmp(a, "--warmup") && more) warmup = atoi(argv[++i]);
         else if (!strcmp(a, "--json") && more) json = argv[++i];
+        else if (!strcmp(a, "--threads") && more) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--train-only")) train_only = 1;
         else if (!strcmp(a, "--set") && more && nsets < MAX_SETS) sets[nsets++] = argv[++i];
         else if (a[0] != '-' && !cfg_file) cfg_file = a;
         else {
@@ -104,11 +108,11 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (!cfg_file || iters < 1 || warmup < 0) {
+    if (!cfg_file || iters < 1 || warmup < 0 || threads < 1 || threads > 256) {
         usage();
         return 2;
     }
-    openblas_set_num_threads(1);
+    openblas_set_num_threads(threads);   // nn/parallel follows OpenBLAS's count
     pl_cfg *cfg = NULL;
     if (cfg_load(&cfg, cfg_file, sets, nsets)) {
         fprintf(stderr, "bench_detector: %s\n", pl_last_error());
@@ -170,14 +174,14 @@ int main(int argc, char **argv) {
            ratios, (long long)dc.rpn_samples, (long long)dc.rpn_pre_nms, (long long)dc.rpn_post_nms, dc.rpn_nms_iou,
            (long long)dc.roi_samples, dc.roi_pos_fraction, dc.nms_iou, dc.score_thr, (long long)dc.max_dets, lr,
            momentum, wd, clip, k_boxes, iters, warmup);
-    printf("model params:%zu (%.1f MB) blas_core:%s threads:1\n", p->nparams, p->nparams * 4e-6,
-           openblas_get_corename());
+    printf("model params:%zu (%.1f MB) blas_core:%s threads:%d\n", p->nparams, p->nparams * 4e-6,
+           openblas_get_corename(), threads);
     fflush(stdout);
 
     // ---- inference ----
     span infer = {0, 0, 0};
     int64_t dets_total = 0;
-    for (int it = -warmup; it < iters; it++) {
+    for (int it = -warmup; it < (train_only ? -warmup : iters); it++) {
         stamp t0 = stamp_now();
         if (detector_detect(det, dets, ndets, x, in, img_hw)) {
             fprintf(stderr, "bench_detector: detect: %s\n", pl_last_error());
@@ -223,11 +227,13 @@ int main(int argc, char **argv) {
     const double rss_train = peak_rss_mb();
 
     const double imgs = (double)(batch * iters);
-    printf("result impl:mp3d name:%s train_img_s:%.4f train_s_step:%.3f train_cpu_wall:%.2f train_other_cores:%.2f "
+    // --train-only: no inference ran; its figures read 0 (iw = 1 only keeps the divisions defined)
+    const double iw = infer.wall > 0 ? infer.wall : 1, ii = infer.wall > 0 ? 1 : 0;
+    printf("result impl:mp3d name:%s threads:%d train_cpu_s_step:%.3f train_img_s:%.4f train_s_step:%.3f train_cpu_wall:%.2f train_other_cores:%.2f "
            "infer_img_s:%.4f infer_s_step:%.3f infer_cpu_wall:%.2f infer_other_cores:%.2f rss_start_mb:%.0f "
            "rss_infer_mb:%.0f rss_peak_mb:%.0f params:%zu\n",
-           name, imgs / train.wall, train.wall / iters, train.cpu / train.wall, train.other / train.wall,
-           imgs / infer.wall, infer.wall / iters, infer.cpu / infer.wall, infer.other / infer.wall, rss_start,
+           name, threads, train.cpu / iters, imgs / train.wall, train.wall / iters, train.cpu / train.wall, train.other / train.wall,
+           ii * imgs / iw, infer.wall / iters, infer.cpu / iw, infer.other / iw, rss_start,
            rss_infer, rss_train, p->nparams);
     if (json) {
         FILE *f = fopen(json, "a");
@@ -236,18 +242,18 @@ int main(int argc, char **argv) {
             return 1;
         }
         fprintf(f,
-                "{\"impl\": \"mp3d\", \"name\": \"%s\", \"arch\": \"%s\", \"width\": %g, \"gn_groups\": %d, "
+                "{\"impl\": \"mp3d\", \"threads\": %d, \"name\": \"%s\", \"arch\": \"%s\", \"width\": %g, \"gn_groups\": %d, "
                 "\"size\": %lld, \"depth\": %d, \"batch\": %lld, \"fpn\": %lld, \"fc\": %lld, \"rpn_pre_nms\": %lld, "
                 "\"rpn_post_nms\": %lld, \"roi_samples\": %lld, \"iters\": %d, \"warmup\": %d, \"params\": %zu, "
                 "\"train_img_s\": %.5f, \"train_s_step\": %.4f, \"train_cpu_s\": %.3f, \"train_wall_s\": %.3f, "
                 "\"train_other_cores\": %.3f, \"infer_img_s\": %.5f, \"infer_s_step\": %.4f, \"infer_cpu_s\": %.3f, "
                 "\"infer_wall_s\": %.3f, \"infer_other_cores\": %.3f, \"dets_per_img\": %.1f, \"rss_start_mb\": %.1f, "
                 "\"rss_infer_mb\": %.1f, \"rss_peak_mb\": %.1f, \"loss\": [%.5f, %.5f, %.5f, %.5f]}\n",
-                name, arch, dc.backbone.width, dc.backbone.gn_groups, (long long)size, k_depth, (long long)batch,
+                threads, name, arch, dc.backbone.width, dc.backbone.gn_groups, (long long)size, k_depth, (long long)batch,
                 (long long)dc.fpn_channels, (long long)dc.fc_dim, (long long)dc.rpn_pre_nms,
                 (long long)dc.rpn_post_nms, (long long)dc.roi_samples, iters, warmup, p->nparams, imgs / train.wall,
-                train.wall / iters, train.cpu, train.wall, train.other / train.wall, imgs / infer.wall,
-                infer.wall / iters, infer.cpu, infer.wall, infer.other / infer.wall, (double)dets_total / imgs,
+                train.wall / iters, train.cpu, train.wall, train.other / train.wall, ii * imgs / iw,
+                infer.wall / iters, infer.cpu, infer.wall, infer.other / iw, (double)dets_total / imgs,
                 rss_start, rss_infer, rss_train, loss[0], loss[1], loss[2], loss[3]);
         fclose(f);
     }

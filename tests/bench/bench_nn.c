@@ -5,6 +5,8 @@
 // Threads: 1 and 2 (openblas_set_num_threads). Each sample records the CPU time other processes
 // used meanwhile (from /proc/stat), so a noisy sample can be recognised and discarded.
 // Usage: bench_nn [OUT.json] [--quick]   (prints a table; writes JSON lines when OUT given)
+//        bench_nn [OUT.json] --step N,D,H,W [--threads 1,2] [--steps K]   (only that training step,
+//        K timed steps after a warm-up, per thread count; used by tests/bench/scale.sh)
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -239,7 +241,7 @@ static void step_child(nn_dims in, int threads, int steps, int wfd) {
         sample_t b = sample_now();
         if (s > 0 && b.wall - a.wall < best) best = b.wall - a.wall, other = other_cores(a, b), cpu = b.self_cpu - a.self_cpu;
     }
-    double msg[4] = {best, other, (double)nn_net_plan_bytes(net), cpu};
+    double msg[5] = {best, other, (double)nn_net_plan_bytes(net), cpu, (double)p->nparams};
     if (write(wfd, msg, sizeof msg) != (ssize_t)sizeof msg) _exit(5);
     _exit(0);
 }
@@ -255,7 +257,7 @@ static void bench_step(nn_dims in, int threads, int steps) {
         step_child(in, threads, steps, fd[1]);
     }
     close(fd[1]);
-    double msg[4] = {0};
+    double msg[5] = {0};
     ssize_t got = read(fd[0], msg, sizeof msg);
     close(fd[0]);
     int status;
@@ -266,13 +268,15 @@ static void bench_step(nn_dims in, int threads, int steps) {
         return;
     }
     double rss_mb = ru.ru_maxrss / 1024.0;
-    printf("resnet3d18 train step (%lld,1,%lld,%lld,%lld) thr:%d  %8.1f ms/step  peak_rss %7.0f MB  (plan %5.0f MB)  other_cpu:%.2f\n",
-           (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, threads, msg[0] * 1e3, rss_mb,
-           msg[2] / 1048576, msg[1]);
+    printf("resnet3d18 train step (%lld,1,%lld,%lld,%lld) thr:%d  %8.1f ms/step  cpu %8.1f ms/step  peak_rss %7.0f MB  "
+           "(plan %5.0f MB)  other_cpu:%.2f  params:%.0f\n",
+           (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, threads, msg[0] * 1e3, msg[3] * 1e3,
+           rss_mb, msg[2] / 1048576, msg[1], msg[4]);
     fflush(stdout);
     if (g_json)
-        fprintf(g_json, "{\"kind\":\"step\",\"name\":\"resnet3d18 step (%lld,1,%lld,%lld,%lld)\",\"threads\":%d,\"ms\":%.1f,\"peak_rss_mb\":%.0f,\"plan_mb\":%.0f,\"other_cores\":%.3f,\"cpu_s\":%.3f}\n",
-                (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, threads, msg[0] * 1e3, rss_mb, msg[2] / 1048576, msg[1], msg[3]);
+        fprintf(g_json, "{\"kind\":\"step\",\"name\":\"resnet3d18 step (%lld,1,%lld,%lld,%lld)\",\"threads\":%d,\"ms\":%.1f,\"peak_rss_mb\":%.0f,\"plan_mb\":%.0f,\"other_cores\":%.3f,\"cpu_s\":%.3f,\"params\":%.0f,\"steps\":%d}\n",
+                (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, threads, msg[0] * 1e3, rss_mb, msg[2] / 1048576, msg[1], msg[3],
+                msg[4], steps);
 }
 
 // The cost of one nn_parallel_for region: one index per thread, each ~10 us of arithmetic, so an
@@ -311,11 +315,28 @@ static void bench_regions(int threads) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0;
+    int quick = 0, step_only = 0, steps = 2, threads[4] = {1, 2}, nthreads = 2;
+    nn_dims step_in = {0, 1, 0, 0, 0};
     const char *out = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
-        else out = argv[i];
+        else if (strcmp(argv[i], "--step") == 0 && i + 1 < argc) {  // --step N,D,H,W: only this step
+            long long n, d, h, w;
+            if (sscanf(argv[++i], "%lld,%lld,%lld,%lld", &n, &d, &h, &w) != 4 || n < 1 || n > 64 || d < 1 || h < 16 ||
+                w < 16) {
+                fprintf(stderr, "bench_nn: --step %s (expected N,D,H,W with 1 <= N <= 64, H and W >= 16)\n", argv[i]);
+                return 2;
+            }
+            step_in = (nn_dims){n, 1, d, h, w};
+            step_only = 1;
+        } else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc) { steps = atoi(argv[++i]); if (steps < 1) steps = 1; }
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {  // --threads 1,2
+            nthreads = sscanf(argv[++i], "%d,%d,%d,%d", &threads[0], &threads[1], &threads[2], &threads[3]);
+            if (nthreads < 1) {
+                fprintf(stderr, "bench_nn: --threads %s (expected a comma-separated list)\n", argv[i]);
+                return 2;
+            }
+        } else out = argv[i];
     }
     if (out && !(g_json = fopen(out, "w"))) {
         pl_fail(PL_EIO, "%s: cannot write", out);
@@ -323,6 +344,11 @@ int main(int argc, char **argv) {
     }
     if (g_json) fprintf(g_json, "{\"kind\":\"meta\",\"blas_core\":\"%s\"}\n", openblas_get_corename());
     printf("openblas core: %s\n", openblas_get_corename());
+    if (step_only) {  // tests/bench/scale.sh: one training step shape at the listed thread counts
+        for (int t = 0; t < nthreads; t++) bench_step(step_in, threads[t], steps);
+        if (g_json) fclose(g_json);
+        return 0;
+    }
     const int64_t K3[3] = {3, 3, 3}, K1[3] = {1, 1, 1}, S1[3] = {1, 1, 1}, P1[3] = {1, 1, 1}, P0[3] = {0, 0, 0};
     const int64_t KS[3] = {1, 3, 3}, PS[3] = {0, 1, 1}, KT[3] = {3, 1, 1}, PT[3] = {1, 0, 0};
     conv3d_shape c333 = conv3d_shape_make(64, 64, K3, S1, P1, 1, 0);
