@@ -176,15 +176,24 @@ static int attr_write_str(hid_t obj, const char *name, const char *text) {
     return ok ? 0 : -1;
 }
 
+// H5Aread writes every element of an attribute: one read into a single value needs exactly one
+// (a damaged or foreign file may declare an array: found by fuzzing, a stack overflow before).
+static int attr_single(hid_t a) {
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    close_id(&sp);
+    return np == 1;
+}
+
 static int attr_read_i64(hid_t obj, const char *name, int64_t *v) {
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    int ok = a >= 0 && H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
+    int ok = a >= 0 && attr_single(a) && H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
     close_id(&a);
     return ok ? 0 : -1;
 }
 static int attr_read_u64(hid_t obj, const char *name, uint64_t *v) {
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    int ok = a >= 0 && H5Aread(a, H5T_NATIVE_UINT64, v) >= 0;
+    int ok = a >= 0 && attr_single(a) && H5Aread(a, H5T_NATIVE_UINT64, v) >= 0;
     close_id(&a);
     return ok ? 0 : -1;
 }
@@ -193,7 +202,7 @@ static int attr_read_str(hid_t a, char **out) {
     *out = NULL;
     hid_t ty = H5Aget_type(a), mt = H5I_INVALID_HID;
     int ok = 0;
-    if (ty < 0 || H5Tget_class(ty) != H5T_STRING) goto done;
+    if (ty < 0 || H5Tget_class(ty) != H5T_STRING || !attr_single(a)) goto done;
     if (H5Tis_variable_str(ty) > 0) {
         mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
@@ -1335,7 +1344,7 @@ static herr_t state_cb(hid_t loc, const char *name, const H5A_info_t *info, void
         if (ok) s->nrng = np;
     } else if (ok && cls == H5T_INTEGER) {
         int64_t v = 0;
-        ok = H5Aread(a, H5T_NATIVE_INT64, &v) >= 0;
+        ok = attr_single(a) && H5Aread(a, H5T_NATIVE_INT64, &v) >= 0;
         if (!ok) {
         } else if (!strcmp(name, "step")) s->step = v;
         else if (!strcmp(name, "epoch")) s->epoch = v;
@@ -1344,7 +1353,7 @@ static herr_t state_cb(hid_t loc, const char *name, const H5A_info_t *info, void
         else ok = ckpt_state_set_int(s, name, v) == 0;
     } else if (ok && cls == H5T_FLOAT) {
         double v = 0;
-        ok = H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0 && ckpt_state_set_double(s, name, v) == 0;
+        ok = attr_single(a) && H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0 && ckpt_state_set_double(s, name, v) == 0;
     } else {
         ok = 0;
     }

@@ -589,11 +589,20 @@ void h5shard_close(h5shard_reader *r) {
     free(r);
 }
 
+// H5Aread writes every element of an attribute: one read into a single value needs exactly one
+// (a damaged or foreign file may declare an array: a stack overflow before).
+static int attr_single(hid_t a) {
+    hid_t sp = H5Aget_space(a);
+    hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (sp >= 0) H5Sclose(sp);
+    return np == 1;
+}
+
 static int read_attr_i64(hid_t loc, const char *name, int64_t *v) {
     if (H5Aexists(loc, name) <= 0) return PL_ENOTFOUND;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     if (a < 0) return PL_EH5;
-    int rc = H5Aread(a, H5T_NATIVE_INT64, v) < 0 ? PL_EH5 : 0;
+    int rc = !attr_single(a) ? PL_EFORMAT : H5Aread(a, H5T_NATIVE_INT64, v) < 0 ? PL_EH5 : 0;
     H5Aclose(a);
     return rc;
 }
@@ -800,8 +809,8 @@ int h5shard_get_attr_str(h5shard_reader *r, const char *name, char **value) {
     hid_t a = H5Aopen(r->fid, name, H5P_DEFAULT);
     hid_t t = H5Aget_type(a);
     int rc = 0;
-    if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) > 0) {
-        rc = pl_fail(PL_EFORMAT, "%s: attribute '%s' is not a fixed-length string", r->path, name);
+    if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) > 0 || !attr_single(a)) {
+        rc = pl_fail(PL_EFORMAT, "%s: attribute '%s' is not one fixed-length string", r->path, name);
     } else {
         size_t sz = H5Tget_size(t);
         *value = pl_calloc(sz + 1, 1, "attribute text");
