@@ -651,6 +651,27 @@ int h5shard_shape(h5shard_reader *r, const char *name, int64_t *dims, int cap) {
 
 // width >= 0: the caller's buffer holds `width` values per entry (SHARD_STR: `width` bytes per
 // string); a dataset whose entries are wider or narrower is refused instead of overrunning it.
+// HDF5 allocates a whole chunk to read any part of it, sized as the file declares: a damaged
+// shard declaring 4 GB chunks made one read allocate 4 GB (fuzz_h5, oom). mp3d writes one sample
+// per chunk (a 9x512x512 int16 sample is 4.7 MB); more than SHARD_MAX_CHUNK_BYTES is refused.
+#define SHARD_MAX_CHUNK_BYTES ((hsize_t)256 << 20)
+static int chunk_bounded(const h5shard_reader *r, hid_t ds, const char *name) {
+    hid_t pl = H5Dget_create_plist(ds), ft = H5Dget_type(ds);
+    int rc = 0;
+    if (pl >= 0 && ft >= 0 && H5Pget_layout(pl) == H5D_CHUNKED) {
+        hsize_t c[32];
+        int nc = H5Pget_chunk(pl, 32, c);
+        hsize_t bytes = H5Tget_size(ft);
+        for (int k = 0; k < nc && bytes <= SHARD_MAX_CHUNK_BYTES; k++) bytes = c[k] > SHARD_MAX_CHUNK_BYTES ? c[k] : bytes * c[k];
+        if (nc < 0 || bytes > SHARD_MAX_CHUNK_BYTES)
+            rc = pl_fail(PL_EFORMAT, "%s: dataset '%s' declares chunks of more than %llu MB (damaged or not an mp3d shard)",
+                         r->path, name, (unsigned long long)(SHARD_MAX_CHUNK_BYTES >> 20));
+    }
+    if (ft >= 0) H5Tclose(ft);
+    if (pl >= 0) H5Pclose(pl);
+    return rc;
+}
+
 static int read_sel(h5shard_reader *r, const char *name, hid_t mt_given, enum shard_type type, void *out, int64_t i0, int64_t n,
                     int whole, int64_t width) {
     int rc = 0;
@@ -663,6 +684,7 @@ static int read_sel(h5shard_reader *r, const char *name, hid_t mt_given, enum sh
     int nd = H5Sget_simple_extent_ndims(fs);
     if (nd < 0 || nd > 32) { rc = pl_fail(PL_EFORMAT, "%s: dataset '%s' has %d dims", r->path, name, nd); goto done; }
     H5Sget_simple_extent_dims(fs, d, NULL);
+    if ((rc = chunk_bounded(r, ds, name))) goto done;
     if (nd == 0) {   // scalar: only i0 = 0, n = 1
         whole = 1;
     } else if (!whole) {
