@@ -4,8 +4,8 @@
 // and, when oneDNN chose another layout, an internal memory plus a reorder. Outputs that must
 // accumulate (din, dw, db) are written by oneDNN into an internal buffer and added into the user
 // buffer by a reorder with a sum post-op (dst = reorder(src) + 1 * dst). Internal buffers are
-// views into one arena per role, shared by all cached layers and sized to the largest, so the
-// memory cost is a few activations, not a copy per layer.
+// views into five arena buffers (two activation-sized, see g_arena_of) shared by all cached
+// layers and sized to the largest, so the memory cost is two activations, not copies per layer.
 #include "nn/conv3d_dnnl.h"
 
 #include "nn/pl.h"
@@ -35,8 +35,15 @@ void conv3d_dnnl_release(void) {}
 
 #include "nn/parallel.h"
 
-// Arena roles: one internal buffer each, shared by all cached layers.
+// Roles of internal buffers, and the arena buffer each uses (shared by all cached layers). Roles
+// whose lifetimes do not overlap share a buffer: forward, then backward-weights (its inputs die
+// when it has run), then backward-data; only the accumulated outputs (d_dsrc, w_dwei, w_db)
+// live to the end of the backward call. So two activation-sized buffers serve all six roles.
 enum { R_F_SRC, R_F_WEI, R_F_DST, R_D_DDST, R_D_WEI, R_D_DSRC, R_W_SRC, R_W_DDST, R_W_DWEI, R_W_DB, R_COUNT };
+enum { A_IN, A_OUT, A_WEI, A_DWEI, A_DB, A_COUNT };
+static const int g_arena_of[R_COUNT] = {
+    [R_F_SRC] = A_IN, [R_F_WEI] = A_WEI, [R_F_DST] = A_OUT, [R_W_SRC] = A_IN, [R_W_DDST] = A_OUT,
+    [R_W_DWEI] = A_DWEI, [R_W_DB] = A_DB, [R_D_DDST] = A_IN, [R_D_WEI] = A_WEI, [R_D_DSRC] = A_OUT};
 
 // One tensor argument of one primitive: the user's plain buffer and, when oneDNN wants another
 // layout or the result must be added, an internal buffer (arena role) and the reorder between.
@@ -63,8 +70,8 @@ static struct {
     dnnl_stream_t strm;
     dn_layer **layers;
     int n, cap;
-    void *arena[R_COUNT];
-    size_t arena_bytes[R_COUNT];
+    void *arena[A_COUNT];
+    size_t arena_bytes[A_COUNT];
 } g_dn = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 int conv3d_dnnl_available(void) { return 1; }
@@ -221,14 +228,14 @@ static int dn_arena_fit(const dn_layer *L) {
                              &L->w_src, &L->w_ddst, &L->w_dwei, &L->w_db};
     for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
         const dn_tensor *t = ts[i];
-        if (!t->inner || t->bytes <= g_dn.arena_bytes[t->role]) continue;
-        free(g_dn.arena[t->role]);
-        g_dn.arena_bytes[t->role] = 0;
+        const int a = g_arena_of[t->role];
+        if (!t->inner || t->bytes <= g_dn.arena_bytes[a]) continue;
+        free(g_dn.arena[a]);
+        g_dn.arena_bytes[a] = 0;
         size_t bytes = (t->bytes + 63) / 64 * 64;
-        g_dn.arena[t->role] = aligned_alloc(64, bytes);
-        if (!g_dn.arena[t->role])
-            return pl_fail(PL_ENOMEM, "conv3d dnnl: %zu bytes for an internal buffer", bytes);
-        g_dn.arena_bytes[t->role] = bytes;
+        g_dn.arena[a] = aligned_alloc(64, bytes);
+        if (!g_dn.arena[a]) return pl_fail(PL_ENOMEM, "conv3d dnnl: %zu bytes for an internal buffer", bytes);
+        g_dn.arena_bytes[a] = bytes;
     }
     return 0;
 }
@@ -283,7 +290,7 @@ static int dn_bind(dnnl_memory_t *use, dn_tensor *t, const void *user, int input
     DN(dnnl_memory_set_data_handle(t->user, (void *)user));
     *use = t->user;
     if (!t->inner) return 0;
-    DN(dnnl_memory_set_data_handle(t->inner, g_dn.arena[t->role]));
+    DN(dnnl_memory_set_data_handle(t->inner, g_dn.arena[g_arena_of[t->role]]));
     *use = t->inner;
     if (input) {
         dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->user}, {DNNL_ARG_TO, t->inner}};
@@ -328,19 +335,20 @@ int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const c
     dnnl_memory_t ddst = NULL, wei = NULL, dsrc = NULL, src = NULL, dwei = NULL, db = NULL;
     int rc = dn_begin(&L, l, in_dims);
     if (rc) goto done;
-    if (din) {
-        if ((rc = dn_bind(&ddst, &L->d_ddst, dout, 1)) || (rc = dn_bind(&wei, &L->d_wei, l->w, 1)) ||
-            (rc = dn_bind(&dsrc, &L->d_dsrc, din, 0)))
-            goto done;
-        dnnl_exec_arg_t a[3] = {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}};
-        if ((rc = dn_exec(L->bwd_d, 3, a))) goto done;
-    }
+    // backward-weights first: its internal inputs share arena buffers with backward-data's
     if ((rc = dn_bind(&src, &L->w_src, in, 1)) || (rc = dn_bind(&ddst, &L->w_ddst, dout, 1)) ||
         (rc = dn_bind(&dwei, &L->w_dwei, l->dw, 0)) || (l->sh.bias && (rc = dn_bind(&db, &L->w_db, l->db, 0))))
         goto done;
     dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dwei},
                             {DNNL_ARG_DIFF_BIAS, db}};
     if ((rc = dn_exec(L->bwd_w, db ? 4 : 3, a))) goto done;
+    if (din) {
+        if ((rc = dn_bind(&ddst, &L->d_ddst, dout, 1)) || (rc = dn_bind(&wei, &L->d_wei, l->w, 1)) ||
+            (rc = dn_bind(&dsrc, &L->d_dsrc, din, 0)))
+            goto done;
+        dnnl_exec_arg_t ad[3] = {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}};
+        if ((rc = dn_exec(L->bwd_d, 3, ad))) goto done;
+    }
     // Every primitive ran: only now add into the caller's buffers (all or nothing).
     if ((din && (rc = dn_unbind(&L->d_dsrc))) || (rc = dn_unbind(&L->w_dwei)) ||
         (db && (rc = dn_unbind(&L->w_db))))
@@ -363,7 +371,7 @@ void conv3d_dnnl_release(void) {
     free(g_dn.layers);
     g_dn.layers = NULL;
     g_dn.n = g_dn.cap = 0;
-    for (int r = 0; r < R_COUNT; r++) {
+    for (int r = 0; r < A_COUNT; r++) {
         free(g_dn.arena[r]);
         g_dn.arena[r] = NULL;
         g_dn.arena_bytes[r] = 0;

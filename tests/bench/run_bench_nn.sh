@@ -18,7 +18,7 @@ else
     : > "$out/nn_torch.json"
 fi
 if grep -q avx512f /proc/cpuinfo; then
-    OPENBLAS_CORETYPE=SkylakeX NN_BENCH_NO_STEP=1 "$build/tests/bench_nn" "$out/nn_c_avx512.json"
+    OPENBLAS_CORETYPE=SkylakeX NN_BENCH_NO_STEP=1 NN_BENCH_NO_DNNL=1 "$build/tests/bench_nn" "$out/nn_c_avx512.json"
 fi
 python3 "$src/tests/bench/bench_nn_report.py" "$out/nn_c.json" "$out/nn_torch.json" "$out/nn.md" "$out/nn_c_avx512.json"
 cat "$out/nn.md"
