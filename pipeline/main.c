@@ -8,12 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mpi.h>
 
 #include "io/config.h"
 #include "io/fileio.h"
 #include "io/runlog.h"
+#include "nn/conv3d_dnnl.h"
 #include "nn/pl.h"
 #include "pipeline/commands.h"
 #include "stages/stages.h"
@@ -146,6 +148,15 @@ static int level_of(const char *s) {
 }
 
 int main(int argc, char **argv) {
+    // oneDNN runs on OpenMP (libgomp), whose idle threads spin by default (~300k iterations)
+    // between regions, against nn/parallel.c's pool and OpenBLAS on the same cores: measured 2.3x
+    // the CPU time of a ResNet3D-18 step at 2 threads (issue 15). libgomp reads OMP_WAIT_POLICY
+    // once, when it loads before main, so when it is unset set it to passive and start again
+    // (same pid, before MPI_Init; a value the user set is kept; if exec fails we carry on).
+    if (conv3d_dnnl_available() && !getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv);
+    }
     cli_args a;
     int code = parse_cli(&a, argc, argv);
     if (code >= 0) return code;

@@ -15,7 +15,9 @@ int stage_conv_engine_set(const pl_cfg *cfg) {
         return pl_fail(PL_EINVAL, "%s: nn.conv_engine = \"%s\" (must be \"auto\", \"gemm\" or \"dnnl\")", cfg_path(cfg),
                        cfg_str(cfg, "nn.conv_engine"));
     conv3d_set_engine(e);
-    LOG0("conv: engine:%s onednn:%s", conv3d_engine_name(e), conv3d_dnnl_available() ? "built" : "not built");
+    const char *wait = getenv("OMP_WAIT_POLICY");
+    LOG0("conv: engine:%s onednn:%s omp_wait_policy:%s", conv3d_engine_name(e),
+         conv3d_dnnl_available() ? "built" : "not built", wait ? wait : "(default)");
     return 0;
 }
 
