@@ -378,19 +378,14 @@ int main(int argc, char **argv) {
         {"P3D (1,3,3)+(3,1,1) 64->64 (2,64,9,128,128)", 2, {cs, ct}, {2, 64, 9, 128, 128}},
         {"conv 1x1x1 256->64 (2,256,9,64,64)", 1, {c1}, {2, 256, 9, 64, 64}},
     };
-    for (int t = 2; t <= 4; t += 2)
-        if (!getenv("NN_BENCH_NO_REGIONS")) bench_regions(t);
     pl_rng rng;
     pl_rng_seed(&rng, 1);
     int ncases = (int)(sizeof cases / sizeof cases[0]);
-    for (int t = 1; t <= 2 && !getenv("NN_BENCH_NO_LAYERS"); t++) {
-        openblas_set_num_threads(t);
-        for (int i = 0; i < ncases; i++) {
-            if (quick && i % 2) continue;
-            bench_layer(&cases[i], t, quick ? 1 : 3, &rng);
-        }
-    }
-    // engines for the steps: NN_BENCH_ENGINES (comma-separated), default all the build has
+    // Training steps first, before this process starts any thread: each runs in a forked child,
+    // which inherits neither nn/parallel.c's pool workers nor libgomp's threads (the child would
+    // believe them running: the pool would run its regions serially, OpenMP could hang), and
+    // whose peak RSS would include what the layer runs left in this heap. Engines:
+    // NN_BENCH_ENGINES (comma-separated), default all the build has.
     conv3d_engine engines[3];
     int nengines = 0;
     const char *elist = getenv("NN_BENCH_ENGINES");
@@ -410,6 +405,15 @@ int main(int argc, char **argv) {
             for (int e = 0; e < nengines; e++) bench_step(&demo, (nn_dims){32, 1, 3, 56, 56}, t, quick ? 2 : 5, engines[e]);
             if (!quick && !getenv("NN_BENCH_NO_BIG")) bench_step(&r18, (nn_dims){2, 1, 9, 256, 256}, t, 2, CONV3D_ENGINE_GEMM);
         }
+    for (int t = 2; t <= 4; t += 2)
+        if (!getenv("NN_BENCH_NO_REGIONS")) bench_regions(t);
+    for (int t = 1; t <= 2 && !getenv("NN_BENCH_NO_LAYERS"); t++) {
+        openblas_set_num_threads(t);
+        for (int i = 0; i < ncases; i++) {
+            if (quick && i % 2) continue;
+            bench_layer(&cases[i], t, quick ? 1 : 3, &rng);
+        }
+    }
     if (g_json) fclose(g_json);
     return 0;
 }
