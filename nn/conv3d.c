@@ -347,7 +347,12 @@ void conv3d_set_engine(conv3d_engine e) {
     pthread_mutex_unlock(&g_eng.lock);
 }
 
-conv3d_engine conv3d_get_engine(void) { return g_eng.mode; }
+conv3d_engine conv3d_get_engine(void) {
+    pthread_mutex_lock(&g_eng.lock);
+    conv3d_engine e = g_eng.mode;
+    pthread_mutex_unlock(&g_eng.lock);
+    return e;
+}
 
 const char *conv3d_engine_name(conv3d_engine e) {
     return e == CONV3D_ENGINE_AUTO ? "auto" : e == CONV3D_ENGINE_DNNL ? "dnnl" : "gemm";
@@ -531,7 +536,7 @@ static void conv3d_dnnl_failed(const conv3d *l, nn_dims in_dims) {
 
 void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dims,
                     float *ws, size_t ws_floats) {
-    if (g_eng.mode != CONV3D_ENGINE_GEMM && conv3d_engine_for(l, in, in_dims, ws, ws_floats) == CONV3D_ENGINE_DNNL) {
+    if (conv3d_get_engine() != CONV3D_ENGINE_GEMM && conv3d_engine_for(l, in, in_dims, ws, ws_floats) == CONV3D_ENGINE_DNNL) {
         pl_quiet_begin();
         int rc = conv3d_dnnl_forward(out, in, l, in_dims);
         pl_quiet_end();
@@ -543,7 +548,7 @@ void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dim
 
 void conv3d_backward(float *din, const float *dout, const float *in, const conv3d *l,
                      nn_dims in_dims, float *ws, size_t ws_floats) {
-    if (g_eng.mode != CONV3D_ENGINE_GEMM && conv3d_engine_for(l, in, in_dims, ws, ws_floats) == CONV3D_ENGINE_DNNL) {
+    if (conv3d_get_engine() != CONV3D_ENGINE_GEMM && conv3d_engine_for(l, in, in_dims, ws, ws_floats) == CONV3D_ENGINE_DNNL) {
         pl_quiet_begin();
         int rc = conv3d_dnnl_backward(din, dout, in, l, in_dims);
         pl_quiet_end();
