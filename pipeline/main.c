@@ -149,10 +149,11 @@ static int level_of(const char *s) {
 }
 
 // oneDNN runs on OpenMP (libgomp), whose idle threads spin by default (~300k iterations) between
-// regions, against nn/parallel.c's pool and OpenBLAS on the same cores: measured 2.3x the CPU time
-// of a ResNet3D-18 step at 2 threads (issue 15). libgomp reads OMP_WAIT_POLICY once, when it loads
-// before main, so when it is unset this sets it to passive and starts the program again (same pid,
-// before MPI_Init; a value the user set is kept; if exec fails we carry on as we are). SIGTERM and
+// regions, against nn/parallel.c's pool and OpenBLAS on the same cores: measured 1.8-2.3x the CPU
+// time of a ResNet3D-18 step at 2 threads on a loaded machine (issue 15). libgomp reads
+// OMP_WAIT_POLICY once, when it loads before main, so when it is unset this sets it to passive and
+// starts the program again (same pid, before MPI_Init; a value the user set is kept; if exec
+// fails we carry on as we are). SIGTERM and
 // SIGUSR1 are held (blocked; the mask and pending signals survive exec) until the new image has
 // installed the trainer's handlers, so a preemption signal during start-up still checkpoints.
 static void reexec_with_passive_omp(char **argv) {
