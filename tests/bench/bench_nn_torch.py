@@ -109,7 +109,13 @@ def step_child(net, shape, threads, steps):
         b = (time.perf_counter(), busy(), selfcpu())
         if s > 0 and b[0] - a[0] < best:
             best, other, cpu = b[0] - a[0], other_cores(a[0], b[0], a[1], b[1], a[2], b[2]), b[2] - a[2]
+    # VmHWM: this process image's peak. ru_maxrss would carry the parent's peak over fork + exec
+    # (Linux keeps it in the signal struct), i.e. the layer runs' tensors when they ran first.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                rss = int(line.split()[1]) / 1024.0
     print(json.dumps({"ms": best * 1e3, "peak_rss_mb": rss, "other_cores": other, "cpu_s": cpu}))
 
 
