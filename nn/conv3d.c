@@ -5,9 +5,12 @@
 #include "nn/conv3d.h"
 
 #include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/conv3d_dnnl.h"
 #include "nn/parallel.h"
 #include "nn/pl.h"
 
@@ -237,8 +240,8 @@ static void conv3d_temporal(float *out, float *din, const float *dout, const flo
                 for (int64_t b = 0; b < ic; b++) l->dw[(a * ic + b) * kd + t] += dwt[(t * oc + a) * ic + b];
 }
 
-void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dims,
-                    float *ws, size_t ws_floats) {
+void conv3d_forward_gemm(float *out, const float *in, const conv3d *l, nn_dims in_dims,
+                         float *ws, size_t ws_floats) {
     const conv3d_shape *s = &l->sh;
     nn_dims o;
     PL_ASSERT(conv3d_out_dims(&o, s, in_dims) == 0);
@@ -277,8 +280,8 @@ void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dim
     }
 }
 
-void conv3d_backward(float *din, const float *dout, const float *in, const conv3d *l,
-                     nn_dims in_dims, float *ws, size_t ws_floats) {
+void conv3d_backward_gemm(float *din, const float *dout, const float *in, const conv3d *l,
+                          nn_dims in_dims, float *ws, size_t ws_floats) {
     const conv3d_shape *s = &l->sh;
     nn_dims o;
     PL_ASSERT(conv3d_out_dims(&o, s, in_dims) == 0);
@@ -327,6 +330,232 @@ void conv3d_backward(float *din, const float *dout, const float *in, const conv3
             }
         }
     }
+}
+
+// ---- engine choice ----
+// The decision table: one record per (shape, input dims, threads) seen, in first-use order.
+static struct {
+    pthread_mutex_t lock;
+    conv3d_engine mode;
+    conv3d_engine_record *rec;
+    int n, cap;
+} g_eng = {.lock = PTHREAD_MUTEX_INITIALIZER, .mode = CONV3D_ENGINE_GEMM};
+
+void conv3d_set_engine(conv3d_engine e) {
+    pthread_mutex_lock(&g_eng.lock);
+    g_eng.mode = e;
+    pthread_mutex_unlock(&g_eng.lock);
+}
+
+conv3d_engine conv3d_get_engine(void) {
+    pthread_mutex_lock(&g_eng.lock);
+    conv3d_engine e = g_eng.mode;
+    pthread_mutex_unlock(&g_eng.lock);
+    return e;
+}
+
+const char *conv3d_engine_name(conv3d_engine e) {
+    return e == CONV3D_ENGINE_AUTO ? "auto" : e == CONV3D_ENGINE_DNNL ? "dnnl" : "gemm";
+}
+
+int conv3d_engine_parse(const char *str, conv3d_engine *e) {
+    for (int i = 0; i < 3; i++)
+        if (str && !strcmp(str, conv3d_engine_name((conv3d_engine)i))) {
+            *e = (conv3d_engine)i;
+            return 0;
+        }
+    return pl_fail(PL_EINVAL, "conv engine \"%s\" (must be \"auto\", \"gemm\" or \"dnnl\")", str ? str : "(null)");
+}
+
+static int conv3d_same_shape(const conv3d_shape *a, const conv3d_shape *b) {
+    if (a->ic != b->ic || a->oc != b->oc || a->groups != b->groups || !a->bias != !b->bias) return 0;
+    for (int i = 0; i < 3; i++)
+        if (a->k[i] != b->k[i] || a->s[i] != b->s[i] || a->p[i] != b->p[i]) return 0;
+    return 1;
+}
+
+static int conv3d_same_dims(nn_dims a, nn_dims b) {
+    return a.n == b.n && a.c == b.c && a.d == b.d && a.h == b.h && a.w == b.w;
+}
+
+// Index of the record for this key, or -1. Caller holds the lock.
+static int conv3d_table_find(const conv3d_shape *s, nn_dims in, int threads) {
+    for (int i = 0; i < g_eng.n; i++)
+        if (g_eng.rec[i].threads == threads && conv3d_same_dims(g_eng.rec[i].in, in) &&
+            conv3d_same_shape(&g_eng.rec[i].sh, s))
+            return i;
+    return -1;
+}
+
+// Sets the record's engine (adding it); a failed allocation just leaves the key undecided.
+static void conv3d_table_set(const conv3d_shape *s, nn_dims in, int threads, conv3d_engine e) {
+    int i = conv3d_table_find(s, in, threads);
+    if (i < 0) {
+        if (g_eng.n == g_eng.cap) {
+            int cap = g_eng.cap ? 2 * g_eng.cap : 32;
+            conv3d_engine_record *p = pl_realloc(g_eng.rec, (size_t)cap * sizeof(*p), "conv3d engine table");
+            if (!p) return;
+            g_eng.rec = p;
+            g_eng.cap = cap;
+        }
+        i = g_eng.n++;
+        memset(&g_eng.rec[i], 0, sizeof(g_eng.rec[i]));
+        g_eng.rec[i].sh = *s;
+        g_eng.rec[i].in = in;
+        g_eng.rec[i].threads = threads;
+    }
+    g_eng.rec[i].engine = e;
+}
+
+int conv3d_engine_table_export(conv3d_engine_record *rec, int max) {
+    pthread_mutex_lock(&g_eng.lock);
+    int n = g_eng.n;
+    if (rec && max > 0) memcpy(rec, g_eng.rec, (size_t)PL_MIN(n, max) * sizeof(*rec));
+    pthread_mutex_unlock(&g_eng.lock);
+    return n;
+}
+
+int conv3d_engine_table_import(const conv3d_engine_record *rec, int n) {
+    pthread_mutex_lock(&g_eng.lock);
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (rec[i].engine != CONV3D_ENGINE_GEMM && rec[i].engine != CONV3D_ENGINE_DNNL) {
+            rc = pl_fail(PL_EINVAL, "conv3d engine table: record %d has engine %d", i, (int)rec[i].engine);
+            break;
+        }
+        conv3d_table_set(&rec[i].sh, rec[i].in, rec[i].threads,
+                         conv3d_dnnl_available() ? (conv3d_engine)rec[i].engine : CONV3D_ENGINE_GEMM);
+    }
+    pthread_mutex_unlock(&g_eng.lock);
+    return rc;
+}
+
+void conv3d_engine_reset(void) {
+    pthread_mutex_lock(&g_eng.lock);
+    free(g_eng.rec);
+    g_eng.rec = NULL;
+    g_eng.n = g_eng.cap = 0;
+    pthread_mutex_unlock(&g_eng.lock);
+    conv3d_dnnl_release();
+}
+
+static void conv3d_key_text(char *buf, size_t len, const conv3d_shape *s, nn_dims in, int threads) {
+    snprintf(buf, len, "ic:%lld oc:%lld k:%lldx%lldx%lld s:%lldx%lldx%lld p:%lldx%lldx%lld g:%lld in:%lldx%lldx%lldx%lldx%lld threads:%d",
+             (long long)s->ic, (long long)s->oc, (long long)s->k[0], (long long)s->k[1], (long long)s->k[2],
+             (long long)s->s[0], (long long)s->s[1], (long long)s->s[2], (long long)s->p[0], (long long)s->p[1],
+             (long long)s->p[2], (long long)s->groups, (long long)in.n, (long long)in.c, (long long)in.d,
+             (long long)in.h, (long long)in.w, threads);
+}
+
+// Times forward+backward of both engines on scratch buffers (input: the caller's; dout: the
+// forward's own output; din, dw, db: scratch), best of 2 after a oneDNN warm-up that also
+// creates its primitives. Returns DNNL when it is >= 5 % faster; GEMM when oneDNN fails.
+static conv3d_engine conv3d_measure(const float *in, const conv3d *l, nn_dims in_dims, float *ws,
+                                    size_t ws_floats, const char *key) {
+    nn_dims o;
+    PL_ASSERT(conv3d_out_dims(&o, &l->sh, in_dims) == 0);
+    const int64_t nin = nn_dims_count(in_dims), nout = nn_dims_count(o), nw = conv3d_weight_count(&l->sh);
+    float *y = pl_malloc((size_t)nout * sizeof(float), "conv3d auto: output scratch");
+    float *dx = pl_calloc((size_t)nin, sizeof(float), "conv3d auto: input-gradient scratch");
+    float *dw = pl_calloc((size_t)(nw + l->sh.oc), sizeof(float), "conv3d auto: weight-gradient scratch");
+    conv3d_engine e = CONV3D_ENGINE_GEMM;
+    if (!y || !dx || !dw) {
+        LOG_WARN("conv3d: engine auto %s -> gemm (no memory to measure)", key);
+        goto done;
+    }
+    conv3d t = *l;
+    t.dw = dw;
+    t.db = l->db ? dw + nw : NULL;
+    pl_quiet_begin();  // a failure is an answer here, logged below as one line
+    int bad = conv3d_dnnl_forward(y, in, &t, in_dims) || conv3d_dnnl_backward(dx, y, in, &t, in_dims);
+    pl_quiet_end();
+    if (bad) {
+        LOG_WARN("conv3d: engine auto %s -> gemm (oneDNN: %s)", key, pl_last_error());
+        goto done;
+    }
+    double tg = 1e30, td = 1e30;
+    for (int round = 0; round < 2; round++) {
+        double t0 = pl_time();
+        conv3d_forward_gemm(y, in, &t, in_dims, ws, ws_floats);
+        conv3d_backward_gemm(dx, y, in, &t, in_dims, ws, ws_floats);
+        double t1 = pl_time();
+        pl_quiet_begin();
+        bad = conv3d_dnnl_forward(y, in, &t, in_dims) || conv3d_dnnl_backward(dx, y, in, &t, in_dims);
+        pl_quiet_end();
+        double t2 = pl_time();
+        if (bad) {
+            LOG_WARN("conv3d: engine auto %s -> gemm (oneDNN: %s)", key, pl_last_error());
+            goto done;
+        }
+        tg = PL_MIN(tg, t1 - t0);
+        td = PL_MIN(td, t2 - t1);
+    }
+    e = td * 1.05 < tg ? CONV3D_ENGINE_DNNL : CONV3D_ENGINE_GEMM;
+    LOG_INFO("conv3d: engine auto %s -> %s (fwd+bwd gemm %.3f ms, dnnl %.3f ms)", key, conv3d_engine_name(e),
+             tg * 1e3, td * 1e3);
+done:
+    free(y);
+    free(dx);
+    free(dw);
+    return e;
+}
+
+conv3d_engine conv3d_engine_for(const conv3d *l, const float *in, nn_dims in_dims, float *ws,
+                                size_t ws_floats) {
+    const int threads = nn_get_threads();
+    pthread_mutex_lock(&g_eng.lock);
+    conv3d_engine mode = g_eng.mode;
+    int i = mode == CONV3D_ENGINE_GEMM ? -1 : conv3d_table_find(&l->sh, in_dims, threads);
+    conv3d_engine e = i >= 0 ? (conv3d_engine)g_eng.rec[i].engine : CONV3D_ENGINE_GEMM;
+    pthread_mutex_unlock(&g_eng.lock);
+    if (mode == CONV3D_ENGINE_GEMM || i >= 0 || !conv3d_dnnl_available()) return e;
+    // First use of this key under AUTO or DNNL: decide (DNNL: try to build the primitives).
+    char key[256];
+    conv3d_key_text(key, sizeof(key), &l->sh, in_dims, threads);
+    if (mode == CONV3D_ENGINE_AUTO) {
+        e = conv3d_measure(in, l, in_dims, ws, ws_floats, key);
+    } else {
+        e = CONV3D_ENGINE_DNNL;
+    }
+    pthread_mutex_lock(&g_eng.lock);
+    conv3d_table_set(&l->sh, in_dims, threads, e);
+    pthread_mutex_unlock(&g_eng.lock);
+    return e;
+}
+
+// A oneDNN call failed on a layer chosen for it: log once, use GEMM for this key from now on.
+static void conv3d_dnnl_failed(const conv3d *l, nn_dims in_dims) {
+    const int threads = nn_get_threads();
+    char key[256];
+    conv3d_key_text(key, sizeof(key), &l->sh, in_dims, threads);
+    LOG_WARN("conv3d: oneDNN failed for %s, using gemm (%s)", key, pl_last_error());
+    pthread_mutex_lock(&g_eng.lock);
+    conv3d_table_set(&l->sh, in_dims, threads, CONV3D_ENGINE_GEMM);
+    pthread_mutex_unlock(&g_eng.lock);
+}
+
+void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dims,
+                    float *ws, size_t ws_floats) {
+    if (conv3d_get_engine() != CONV3D_ENGINE_GEMM && conv3d_engine_for(l, in, in_dims, ws, ws_floats) == CONV3D_ENGINE_DNNL) {
+        pl_quiet_begin();
+        int rc = conv3d_dnnl_forward(out, in, l, in_dims);
+        pl_quiet_end();
+        if (!rc) return;
+        conv3d_dnnl_failed(l, in_dims);
+    }
+    conv3d_forward_gemm(out, in, l, in_dims, ws, ws_floats);
+}
+
+void conv3d_backward(float *din, const float *dout, const float *in, const conv3d *l,
+                     nn_dims in_dims, float *ws, size_t ws_floats) {
+    if (conv3d_get_engine() != CONV3D_ENGINE_GEMM && conv3d_engine_for(l, in, in_dims, ws, ws_floats) == CONV3D_ENGINE_DNNL) {
+        pl_quiet_begin();
+        int rc = conv3d_dnnl_backward(din, dout, in, l, in_dims);
+        pl_quiet_end();
+        if (!rc) return;
+        conv3d_dnnl_failed(l, in_dims);
+    }
+    conv3d_backward_gemm(din, dout, in, l, in_dims, ws, ws_floats);
 }
 
 // Runs BODY for every (output oi, input ii, weight wi) index triple that meets in the sum.

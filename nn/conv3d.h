@@ -38,12 +38,47 @@ double conv3d_forward_flops(const conv3d_shape *s, nn_dims in); // 2 * MACs
 size_t conv3d_workspace_floats(const conv3d_shape *s, nn_dims in, size_t bound_floats);
 
 // out (N, OC, OD, OH, OW) = conv(in (N, IC, D, H, W)); ws: >= conv3d_workspace_floats floats
-// (any larger value just makes the chunks bigger).
+// (any larger value just makes the chunks bigger). Runs on the engine conv3d_set_engine chose
+// for this layer shape and input (see below).
 void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dims,
                     float *ws, size_t ws_floats);
 // Accumulates: din += dL/din (skipped when din is NULL), l->dw += dL/dw, l->db += dL/db.
 void conv3d_backward(float *din, const float *dout, const float *in, const conv3d *l,
                      nn_dims in_dims, float *ws, size_t ws_floats);
+// The vol2col + sgemm path itself (the reference fast path and the fallback), same contracts.
+void conv3d_forward_gemm(float *out, const float *in, const conv3d *l, nn_dims in_dims,
+                         float *ws, size_t ws_floats);
+void conv3d_backward_gemm(float *din, const float *dout, const float *in, const conv3d *l,
+                          nn_dims in_dims, float *ws, size_t ws_floats);
+
+// Engines (config key nn.conv_engine). GEMM: the path above, always. DNNL: oneDNN's direct
+// kernels (nn/conv3d_dnnl.h) where it builds a primitive for the shape, else GEMM with one log
+// line. AUTO: per (layer shape, input dims, threads), at first use, times forward+backward of
+// both on scratch copies (best of 2 after a warm-up) and keeps DNNL only when it is >= 5 %
+// faster; logs the choice once at INFO. Timing-based: two runs (or two ranks) may choose
+// differently near the margin, so AUTO is not bit-reproducible across runs; the trainer makes
+// ranks agree (conv3d_engine_table_*). Without oneDNN in the build AUTO and DNNL are GEMM.
+typedef enum { CONV3D_ENGINE_AUTO = 0, CONV3D_ENGINE_GEMM = 1, CONV3D_ENGINE_DNNL = 2 } conv3d_engine;
+void conv3d_set_engine(conv3d_engine e);   // process-wide; default GEMM
+conv3d_engine conv3d_get_engine(void);
+const char *conv3d_engine_name(conv3d_engine e);  // "auto", "gemm", "dnnl"
+int conv3d_engine_parse(const char *s, conv3d_engine *e);  // 0, or PL_EINVAL naming s
+// The engine a layer runs on for this input: GEMM or DNNL (AUTO decides now when undecided,
+// timing on the input `in` and scratch outputs: the layer's gradients are not touched).
+conv3d_engine conv3d_engine_for(const conv3d *l, const float *in, nn_dims in_dims, float *ws,
+                                size_t ws_floats);
+// The decisions made so far, as a flat record list (for ranks to adopt rank 0's): export
+// writes up to max records and returns how many there are; import sets (overrides) each
+// record's engine. Forgetting them all: conv3d_engine_reset (also frees oneDNN's cache).
+typedef struct {
+    conv3d_shape sh;
+    nn_dims in;
+    int32_t threads;
+    int32_t engine;  // CONV3D_ENGINE_GEMM or CONV3D_ENGINE_DNNL
+} conv3d_engine_record;
+int conv3d_engine_table_export(conv3d_engine_record *rec, int max);
+int conv3d_engine_table_import(const conv3d_engine_record *rec, int n);
+void conv3d_engine_reset(void);
 
 // Reference: direct loops, double accumulation. Same contracts (backward accumulates).
 void conv3d_forward_naive(float *out, const float *in, const conv3d *l, nn_dims in_dims);

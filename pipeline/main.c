@@ -5,15 +5,18 @@
 //
 // Exit codes: 0 ok, 1 failed run, 2 usage/config error, 75 preempted after a checkpoint.
 #include <cblas.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mpi.h>
 
 #include "io/config.h"
 #include "io/fileio.h"
 #include "io/runlog.h"
+#include "nn/conv3d_dnnl.h"
 #include "nn/pl.h"
 #include "pipeline/commands.h"
 #include "stages/stages.h"
@@ -145,12 +148,47 @@ static int level_of(const char *s) {
     return PL_INFO;
 }
 
+// oneDNN runs on OpenMP (libgomp), whose idle threads spin by default (~300k iterations) between
+// regions, against nn/parallel.c's pool and OpenBLAS on the same cores: measured 1.8-2.3x the CPU
+// time of a ResNet3D-18 step at 2 threads on a loaded machine (issue 15). libgomp reads
+// OMP_WAIT_POLICY once, when it loads before main, so when it is unset this sets it to passive and
+// starts the program again (same pid, before MPI_Init; a value the user set is kept; if exec
+// fails we carry on as we are). SIGTERM and
+// SIGUSR1 are held (blocked; the mask and pending signals survive exec) until the new image has
+// installed the trainer's handlers, so a preemption signal during start-up still checkpoints.
+static void reexec_with_passive_omp(char **argv) {
+    if (!conv3d_dnnl_available() || getenv("OMP_WAIT_POLICY")) return;
+    sigset_t hold, old;
+    sigemptyset(&hold);
+    sigaddset(&hold, SIGTERM);
+    sigaddset(&hold, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &hold, &old);
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    setenv("MP3D_SIGNALS_HELD", "1", 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("MP3D_SIGNALS_HELD");
+    sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+// The other half: once the handlers are in place, deliver what arrived meanwhile.
+static void release_held_signals(void) {
+    if (!getenv("MP3D_SIGNALS_HELD")) return;
+    unsetenv("MP3D_SIGNALS_HELD");
+    sigset_t hold;
+    sigemptyset(&hold);
+    sigaddset(&hold, SIGTERM);
+    sigaddset(&hold, SIGUSR1);
+    sigprocmask(SIG_UNBLOCK, &hold, NULL);
+}
+
 int main(int argc, char **argv) {
+    reexec_with_passive_omp(argv);
     cli_args a;
     int code = parse_cli(&a, argc, argv);
     if (code >= 0) return code;
     // A preemption signal during start-up must still end in a checkpoint and exit 75.
     if (!strcmp(a.sub->name, "train")) trainer_install_signals();
+    release_held_signals();
 
     MPI_Init(&argc, &argv);
     // MPI errors are fatal (the policy in stages/stages.h): stated here, not left to the default.

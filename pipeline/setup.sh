@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-$here/build}
 pkgs=(build-essential cmake pkg-config git python3 libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
-      libopenblas-dev libarchive-dev libconfig-dev libpng-dev libjpeg-dev libcjson-dev)
+      libopenblas-dev libarchive-dev libconfig-dev libpng-dev libjpeg-dev libcjson-dev libdnnl-dev)
 pkgs+=(${MP3D_EXTRA_PACKAGES:-})
 missing=()
 for p in "${pkgs[@]}"; do

@@ -28,6 +28,13 @@ int stage_infer_run(const pl_cfg *cfg, MPI_Comm comm);
 int stage_froc_run(const pl_cfg *cfg, MPI_Comm comm);
 int stage_inspect_run(const pl_cfg *cfg, MPI_Comm comm);
 
+// nn.conv_engine -> nn/conv3d's engine for this process (train, evaluate, infer); logs it once.
+int stage_conv_engine_set(const pl_cfg *cfg);
+// With nn.conv_engine = "auto": when any rank decided an engine for a new layer shape since the
+// last call, every rank adopts rank 0's decisions (collective over comm; a cheap all-reduce of
+// one int otherwise), so ranks run a given layer on the same engine. 0 or a negative pl_err.
+int stage_conv_engine_agree(MPI_Comm comm);
+
 // The config keys (prefixes) that decide what preprocess and vdt write: their shards carry the
 // hash of these (attribute config_hash) and are skipped when it matches. `mp3d run` signs these
 // stages with them plus the keys that only steer the run (pipeline/commands.c).

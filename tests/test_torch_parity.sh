@@ -3,7 +3,9 @@
 # PyTorch-written initial parameters (model.init_from), the whole 16-sample training set as one
 # batch of (16, 1, 3, 32, 32), augmentation off, SGD momentum 0.9 + Nesterov, weight decay on
 # conv/linear weights only (train.wd_norm_bias = false), linear warm-up + cosine, label smoothing
-# 0.1, 20 steps on 1 rank and on 2 ranks with sync BatchNorm. The reference is the same recipe in PyTorch float64; every step's loss,
+# 0.1, 20 steps on 1 rank and on 2 ranks with sync BatchNorm (and, in builds with oneDNN, on 1 rank
+# with nn.conv_engine = "dnnl" and on 2 ranks with "auto", whose ranks must adopt rank 0's engine
+# choices). The reference is the same recipe in PyTorch float64; every step's loss,
 # the final parameters and BatchNorm buffers must agree to a relative 1e-4, the momentum buffers
 # to 1e-2 (tests/torch_parity.py prints the figures beside PyTorch float32 vs float64).
 # Why lr 1e-3 and wd 5e-2: at the recipe's lr this 16-sample problem is chaotic — a ReLU whose
@@ -54,5 +56,20 @@ EOF
 # by the local share, gradients all-reduced): the same PyTorch run is their reference too.
 mpirun -np 2 "$BIN" train "$T/parity.cfg" --set output.dir="$T/mp3d2" --set train.sync_bn=true >"$T/mp3d2.log" 2>&1 ||
     { cat "$T/mp3d2.log"; echo "FAIL: mp3d train on 2 ranks"; exit 1; }
+# oneDNN engines (issue 15 item 3): the same reference, when the build has oneDNN
+if grep -q "onednn:built" "$T/mp3d.log"; then
+    "$BIN" train "$T/parity.cfg" --set output.dir="$T/mp3d_dnnl" --set nn.conv_engine=dnnl >"$T/dnnl.log" 2>&1 ||
+        { cat "$T/dnnl.log"; echo "FAIL: mp3d train, engine dnnl"; exit 1; }
+    mpirun -np 2 "$BIN" train "$T/parity.cfg" --set output.dir="$T/mp3d_auto2" --set train.sync_bn=true \
+        --set nn.conv_engine=auto >"$T/auto2.log" 2>&1 || { cat "$T/auto2.log"; echo "FAIL: mp3d train on 2 ranks, engine auto"; exit 1; }
+    grep -q "conv: engine:dnnl onednn:built omp_wait_policy:${OMP_WAIT_POLICY:-passive}" "$T/dnnl.log" ||
+        { grep "conv: engine" "$T/dnnl.log"; echo "FAIL: engine dnnl / OMP_WAIT_POLICY not set"; exit 1; }
+    n_auto=$(grep -c "engine auto .* -> " "$T/auto2.log")
+    grep "ranks adopt rank 0" "$T/auto2.log" || { echo "FAIL: no engine agreement logged on 2 ranks"; exit 1; }
+    echo "engine auto on 2 ranks: $n_auto decisions logged; $(grep -c -- '-> dnnl' "$T/auto2.log") dnnl"
+    [ "$n_auto" -ge 2 ] || { echo "FAIL: engine auto logged no decisions"; exit 1; }
+    sed -i 's|"label": "np2_syncbn"}\]|"label": "np2_syncbn"}, {"dir": "'"$T"'/mp3d_dnnl", "label": "np1_dnnl"}, {"dir": "'"$T"'/mp3d_auto2", "label": "np2_syncbn_auto"}]|' "$T/parity.json"
+    grep -q np2_syncbn_auto "$T/parity.json" || { echo "FAIL: parity.json not extended"; exit 1; }
+fi
 grep -E "init_from: file|nesterov" "$T/mp3d.log"
 $PY "$HERE/torch_parity.py" run "$T/parity.json" ${TORCH_PARITY_PERTURB:+--perturb $TORCH_PARITY_PERTURB}

@@ -158,6 +158,7 @@ int stage_evaluate_run(const pl_cfg *cfg, MPI_Comm comm) {
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     if (cfg_require(cfg, "input.root") || cfg_require(cfg, "output.dir")) return MP3D_EXIT_USAGE;
+    if (stage_conv_engine_set(cfg)) return MP3D_EXIT_USAGE;
     const char *ck0 = cfg_str(cfg, "eval.checkpoint"), *split = cfg_str(cfg, "eval.split");
     char ck[4096];
     if (!*ck0) {

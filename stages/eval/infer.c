@@ -36,6 +36,7 @@ int stage_infer_run(const pl_cfg *cfg, MPI_Comm comm) {
     MPI_Comm_rank(comm, &rank);
     if (cfg_require(cfg, "infer.checkpoint") || cfg_require(cfg, "infer.input") || cfg_require(cfg, "infer.output"))
         return MP3D_EXIT_USAGE;
+    if (stage_conv_engine_set(cfg)) return MP3D_EXIT_USAGE;
     const char *ck = cfg_str(cfg, "infer.checkpoint");
     // Writing /output into the input or the checkpoint would replace that file (issue 16).
     const char *in_path = cfg_str(cfg, "infer.input"), *out_path = cfg_str(cfg, "infer.output");

@@ -3,9 +3,47 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/conv3d.h"
+#include "nn/conv3d_dnnl.h"
 #include "nn/pl.h"
 #include "stages/stages.h"
 #include "stages/train/trainer.h"
+
+int stage_conv_engine_set(const pl_cfg *cfg) {
+    conv3d_engine e;
+    if (conv3d_engine_parse(cfg_str(cfg, "nn.conv_engine"), &e))
+        return pl_fail(PL_EINVAL, "%s: nn.conv_engine = \"%s\" (must be \"auto\", \"gemm\" or \"dnnl\")", cfg_path(cfg),
+                       cfg_str(cfg, "nn.conv_engine"));
+    conv3d_set_engine(e);
+    const char *wait = getenv("OMP_WAIT_POLICY");
+    LOG0("conv: engine:%s onednn:%s omp_wait_policy:%s", conv3d_engine_name(e),
+         conv3d_dnnl_available() ? "built" : "not built", wait ? wait : "(default)");
+    return 0;
+}
+
+int stage_conv_engine_agree(MPI_Comm comm) {
+    static int seen = 0;  // records this rank had at the last agreement
+    if (conv3d_get_engine() != CONV3D_ENGINE_AUTO) return 0;
+    int n = conv3d_engine_table_export(NULL, 0), grew = n != seen, rank = 0;
+    MPI_Allreduce(MPI_IN_PLACE, &grew, 1, MPI_INT, MPI_MAX, comm);
+    if (!grew) return 0;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Bcast(&n, 1, MPI_INT, 0, comm);
+    conv3d_engine_record *rec = pl_calloc((size_t)PL_MAX(n, 1), sizeof(*rec), "conv engine table");
+    int ok = rec != NULL;
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm);
+    if (!ok) {
+        free(rec);
+        return PL_ENOMEM;
+    }
+    if (rank == 0) conv3d_engine_table_export(rec, n);
+    MPI_Bcast(rec, (int)((size_t)n * sizeof(*rec)), MPI_BYTE, 0, comm);
+    int rc = rank == 0 ? 0 : conv3d_engine_table_import(rec, n);
+    free(rec);
+    LOG0("conv: ranks adopt rank 0's engine choices (%d layer shapes)", n);
+    seen = conv3d_engine_table_export(NULL, 0);
+    return rc;
+}
 
 int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
     if (cfg_require(cfg, "input.root") || cfg_require(cfg, "output.dir")) return MP3D_EXIT_USAGE;
@@ -16,6 +54,7 @@ int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
         if (threads <= 0) threads = 1;
     }
     openblas_set_num_threads(threads);
+    if (stage_conv_engine_set(cfg)) return MP3D_EXIT_USAGE;
     const char *task = cfg_str(cfg, "train.task");
     if (cfg_bool(cfg, "train.sync_bn") && strcmp(task, "classify")) {
         // Only the classification task synchronises BatchNorm statistics (task_classify.c); the

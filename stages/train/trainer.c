@@ -188,6 +188,8 @@ int trainer_run(train_task *t, const pl_cfg *cfg, MPI_Comm comm) {
         gs.peer_failed = 0;
         rc = t->step(t, perm + pos * B + lo, n, epoch, (double)n / (double)B, &gs, &loss_sum, &data_s);
         if (step_failed(rc, &gs, comm, step, epoch, perm + pos * B + lo, n)) { code = MP3D_EXIT_FAIL; break; }
+        // nn.conv_engine = "auto": ranks adopt rank 0's choice for layers first seen this step
+        if (stage_conv_engine_agree(comm)) { code = MP3D_EXIT_FAIL; break; }
         if (clip > 0) sgd_clip_grad_norm(P->grads, P->nparams, clip);
         const double lr = sgd_lr_at(&sch, step);
         opt.lr = lr;

@@ -4,6 +4,11 @@
 // backward, SGD) in ms/step and peak RSS (each in a forked child, getrusage of the child).
 // Threads: 1 and 2 (openblas_set_num_threads). Each sample records the CPU time other processes
 // used meanwhile (from /proc/stat), so a noisy sample can be recognised and discarded.
+// Convolution engines (issue 15 item 3, nn.conv_engine): the layer figures are the gemm engine
+// (vol2col + sgemm) beside oneDNN's (engine dnnl) and the engine "auto" picks for the layer; the
+// training steps (ResNet3D-18 at (8,1,3,112,112); the demo's ResNet3DV1c-18 width 16 at
+// (32,1,3,56,56)) run once per engine in NN_BENCH_ENGINES (default "gemm,dnnl,auto" when the
+// build has oneDNN, else "gemm").
 // Usage: bench_nn [OUT.json] [--quick]   (prints a table; writes JSON lines when OUT given)
 //        bench_nn [OUT.json] --step N,D,H,W [--threads 1,2] [--steps K]   (only that training step,
 //        K timed steps after a warm-up, per thread count; used by tests/bench/scale.sh)
@@ -18,6 +23,7 @@
 #include <unistd.h>
 
 #include "nn/conv3d.h"
+#include "nn/conv3d_dnnl.h"
 #include "nn/loss.h"
 #include "nn/net.h"
 #include "nn/parallel.h"
@@ -185,7 +191,9 @@ static void bench_layer(const layer_case *lc, int threads, int reps, pl_rng *rng
     float *ws = pl_malloc(wsf * 4, "workspace");
     PL_ASSERT(ws);
     memset(ws, 0, wsf * 4);
-    timing f = {0, 0, 0}, fb = f, gf = f, gfb = f;
+    timing f = {0, 0, 0}, fb = f, gf = f, gfb = f, df = f, dfb = f;
+    conv3d_engine_reset();
+    conv3d_set_engine(CONV3D_ENGINE_GEMM);
     TIME_BEST(reps, f, for (int i = 0; i < lc->nconv; i++) conv3d_forward(r[i].y, r[i].x, &r[i].l, r[i].in, ws, wsf));
     TIME_BEST(reps, fb, for (int i = 0; i < lc->nconv; i++) {
         conv3d_forward(r[i].y, r[i].x, &r[i].l, r[i].in, ws, wsf);
@@ -196,10 +204,33 @@ static void bench_layer(const layer_case *lc, int threads, int reps, pl_rng *rng
         sgemm_like_conv(&r[i], ws, wsf, 0);
         sgemm_like_conv(&r[i], ws, wsf, 1);
     });
+    // oneDNN (engine dnnl: primitives created in the warm-up run), then what auto picks per conv
+    char pick[64] = "";
+    if (conv3d_dnnl_available() && !getenv("NN_BENCH_NO_DNNL")) {
+        conv3d_set_engine(CONV3D_ENGINE_DNNL);
+        TIME_BEST(reps, df, for (int i = 0; i < lc->nconv; i++) conv3d_forward(r[i].y, r[i].x, &r[i].l, r[i].in, ws, wsf));
+        TIME_BEST(reps, dfb, for (int i = 0; i < lc->nconv; i++) {
+            conv3d_forward(r[i].y, r[i].x, &r[i].l, r[i].in, ws, wsf);
+            conv3d_backward(r[i].dx, r[i].dy, r[i].x, &r[i].l, r[i].in, ws, wsf);
+        });
+        conv3d_engine_reset();
+        conv3d_set_engine(CONV3D_ENGINE_AUTO);
+        for (int i = 0; i < lc->nconv; i++) {
+            conv3d_engine e = conv3d_engine_for(&r[i].l, r[i].x, r[i].in, ws, wsf);
+            snprintf(pick + strlen(pick), sizeof pick - strlen(pick), "%s%s", i ? "+" : "", conv3d_engine_name(e));
+        }
+        conv3d_engine_reset();
+        conv3d_set_engine(CONV3D_ENGINE_GEMM);
+    }
+    double d1 = df.sec > 0 ? flops / df.sec * 1e-9 : 0, d2 = dfb.sec > 0 ? 3 * flops / dfb.sec * 1e-9 : 0;
+    double dc1 = df.cpu > 0 ? flops / df.cpu * 1e-9 * threads : 0, dc2 = dfb.cpu > 0 ? 3 * flops / dfb.cpu * 1e-9 * threads : 0;
     double g1 = flops / f.sec * 1e-9, g2 = 3 * flops / fb.sec * 1e-9;
     double s1 = flops / gf.sec * 1e-9, s2 = 3 * flops / gfb.sec * 1e-9;
     printf("%-44s thr:%d  fwd %6.1f GF/s (sgemm %6.1f, %3.0f%%)  fwd+bwd %6.1f GF/s (sgemm %6.1f, %3.0f%%)  other_cpu:%.2f\n",
            lc->name, threads, g1, s1, 100 * g1 / s1, g2, s2, 100 * g2 / s2, PL_MAX(f.other, fb.other));
+    if (df.sec > 0)
+        printf("%-44s thr:%d  oneDNN: fwd %6.1f GF/s  fwd+bwd %6.1f GF/s  (%.2fx / %.2fx the gemm engine)  auto picks: %s  other_cpu:%.2f\n",
+               "", threads, d1, d2, d1 / g1, d2 / g2, pick, PL_MAX(df.other, dfb.other));
     if (threads == 1)  // CPU-time view: robust to time-sharing with other processes
         printf("%-44s thr:1  cpu-time view: fwd %6.1f (sgemm %6.1f)  fwd+bwd %6.1f (sgemm %6.1f)\n", "",
                flops / f.cpu * 1e-9, flops / gf.cpu * 1e-9, 3 * flops / fb.cpu * 1e-9, 3 * flops / gfb.cpu * 1e-9);
@@ -208,18 +239,28 @@ static void bench_layer(const layer_case *lc, int threads, int reps, pl_rng *rng
         fprintf(g_json, "{\"kind\":\"layer\",\"name\":\"%s\",\"threads\":%d,\"gflop\":%.4f,\"fwd_s\":%.5f,\"fwdbwd_s\":%.5f,"
                         "\"fwd_gflops\":%.2f,\"fwdbwd_gflops\":%.2f,\"sgemm_fwd_gflops\":%.2f,\"sgemm_fwdbwd_gflops\":%.2f,"
                         "\"other_cores\":%.3f,\"cpu_fwd_gflops\":%.2f,\"cpu_fwdbwd_gflops\":%.2f,"
-                        "\"cpu_sgemm_fwd_gflops\":%.2f,\"cpu_sgemm_fwdbwd_gflops\":%.2f}\n",
+                        "\"cpu_sgemm_fwd_gflops\":%.2f,\"cpu_sgemm_fwdbwd_gflops\":%.2f,"
+                        "\"dnnl_fwd_gflops\":%.2f,\"dnnl_fwdbwd_gflops\":%.2f,\"cpu_dnnl_fwd_gflops\":%.2f,"
+                        "\"cpu_dnnl_fwdbwd_gflops\":%.2f,\"dnnl_other_cores\":%.3f,\"auto_pick\":\"%s\"}\n",
                 lc->name, threads, flops * 1e-9, f.sec, fb.sec, g1, g2, s1, s2, PL_MAX(PL_MAX(f.other, fb.other), PL_MAX(gf.other, gfb.other)),
                 flops / f.cpu * 1e-9 * threads, 3 * flops / fb.cpu * 1e-9 * threads, flops / gf.cpu * 1e-9 * threads,
-                3 * flops / gfb.cpu * 1e-9 * threads);
+                3 * flops / gfb.cpu * 1e-9 * threads, d1, d2, dc1, dc2, PL_MAX(df.other, dfb.other), pick);
     for (int i = 0; i < lc->nconv; i++) conv_run_free(&r[i]);
     free(ws);
 }
 
 // ---- ResNet3D-18 training step, in a child process for its own peak RSS ----
-static void step_child(nn_dims in, int threads, int steps, int wfd) {
+typedef struct {
+    const char *name;  // "resnet3d18", "resnet3dv1c18 w0.25"
+    enum nn_arch arch;
+    double width;
+    int classes;
+} step_net;
+
+static void step_child(const step_net *sn, nn_dims in, int threads, int steps, conv3d_engine engine, int wfd) {
     openblas_set_num_threads(threads);
-    nn_net_config cfg = {NN_ARCH_RESNET3D18, 1.0, NN_NORM_BN, 32, 1000, 0, 0, 0, getenv("NN_PROFILE") != NULL};
+    conv3d_set_engine(engine);
+    nn_net_config cfg = {sn->arch, sn->width, NN_NORM_BN, 32, sn->classes, 0, 0, 0, getenv("NN_PROFILE") != NULL};
     nn_net *net;
     if (nn_net_create(&net, &cfg, 1)) _exit(2);
     nn_params *p = nn_net_params(net);
@@ -228,7 +269,7 @@ static void step_child(nn_dims in, int threads, int steps, int wfd) {
     pl_rng r;
     pl_rng_seed(&r, 3);
     for (int64_t i = 0; i < nx; i++) x[i] = (float)pl_rng_range(&r, -1, 1);
-    for (int i = 0; i < 64; i++) labels[i] = pl_rng_int(&r, 0, 999);
+    for (int i = 0; i < 64; i++) labels[i] = pl_rng_int(&r, 0, sn->classes - 1);
     double best = 1e30, other = 0, loss = 0, cpu = 0;
     for (int s = 0; s <= steps; s++) {  // step 0 plans and warms up
         sample_t a = sample_now();
@@ -246,7 +287,7 @@ static void step_child(nn_dims in, int threads, int steps, int wfd) {
     _exit(0);
 }
 
-static void bench_step(nn_dims in, int threads, int steps) {
+static void bench_step(const step_net *sn, nn_dims in, int threads, int steps, conv3d_engine engine) {
     int fd[2];
     PL_ASSERT(pipe(fd) == 0);
     fflush(stdout);
@@ -254,7 +295,7 @@ static void bench_step(nn_dims in, int threads, int steps) {
     PL_ASSERT(pid >= 0);
     if (pid == 0) {
         close(fd[0]);
-        step_child(in, threads, steps, fd[1]);
+        step_child(sn, in, threads, steps, engine, fd[1]);
     }
     close(fd[1]);
     double msg[5] = {0};
@@ -263,20 +304,21 @@ static void bench_step(nn_dims in, int threads, int steps) {
     int status;
     struct rusage ru;
     wait4(pid, &status, 0, &ru);
+    const char *en = conv3d_engine_name(engine);
     if (got != (ssize_t)sizeof msg || !WIFEXITED(status) || WEXITSTATUS(status)) {
-        printf("resnet3d18 step failed (status %d)\n", status);
+        printf("%s step engine %s failed (status %d)\n", sn->name, en, status);
         return;
     }
     double rss_mb = ru.ru_maxrss / 1024.0;
-    printf("resnet3d18 train step (%lld,1,%lld,%lld,%lld) thr:%d  %8.1f ms/step  cpu %8.1f ms/step  peak_rss %7.0f MB  "
+    printf("%s train step (%lld,1,%lld,%lld,%lld) thr:%d engine:%-4s %8.1f ms/step  cpu %8.1f ms/step  peak_rss %7.0f MB  "
            "(plan %5.0f MB)  other_cpu:%.2f  params:%.0f\n",
-           (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, threads, msg[0] * 1e3, msg[3] * 1e3,
+           sn->name, (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, threads, en, msg[0] * 1e3, msg[3] * 1e3,
            rss_mb, msg[2] / 1048576, msg[1], msg[4]);
     fflush(stdout);
     if (g_json)
-        fprintf(g_json, "{\"kind\":\"step\",\"name\":\"resnet3d18 step (%lld,1,%lld,%lld,%lld)\",\"threads\":%d,\"ms\":%.1f,\"peak_rss_mb\":%.0f,\"plan_mb\":%.0f,\"other_cores\":%.3f,\"cpu_s\":%.3f,\"params\":%.0f,\"steps\":%d}\n",
-                (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, threads, msg[0] * 1e3, rss_mb, msg[2] / 1048576, msg[1], msg[3],
-                msg[4], steps);
+        fprintf(g_json, "{\"kind\":\"step\",\"name\":\"%s step (%lld,1,%lld,%lld,%lld)\",\"engine\":\"%s\",\"threads\":%d,\"ms\":%.1f,\"peak_rss_mb\":%.0f,\"plan_mb\":%.0f,\"other_cores\":%.3f,\"cpu_s\":%.3f,\"params\":%.0f,\"steps\":%d}\n",
+                sn->name, (long long)in.n, (long long)in.d, (long long)in.h, (long long)in.w, en, threads, msg[0] * 1e3, rss_mb,
+                msg[2] / 1048576, msg[1], msg[3], msg[4], steps);
 }
 
 // The cost of one nn_parallel_for region: one index per thread, each ~10 us of arithmetic, so an
@@ -361,11 +403,35 @@ int main(int argc, char **argv) {
         {"P3D (1,3,3)+(3,1,1) 64->64 (2,64,9,128,128)", 2, {cs, ct}, {2, 64, 9, 128, 128}},
         {"conv 1x1x1 256->64 (2,256,9,64,64)", 1, {c1}, {2, 256, 9, 64, 64}},
     };
-    for (int t = 2; t <= 4; t += 2)
-        if (!getenv("NN_BENCH_NO_REGIONS")) bench_regions(t);
     pl_rng rng;
     pl_rng_seed(&rng, 1);
     int ncases = (int)(sizeof cases / sizeof cases[0]);
+    // Training steps first, before this process starts any thread: each runs in a forked child,
+    // which inherits neither nn/parallel.c's pool workers nor libgomp's threads (the child would
+    // believe them running: the pool would run its regions serially, OpenMP could hang), and
+    // whose peak RSS would include what the layer runs left in this heap. Engines:
+    // NN_BENCH_ENGINES (comma-separated), default all the build has.
+    conv3d_engine engines[3];
+    int nengines = 0;
+    const char *elist = getenv("NN_BENCH_ENGINES");
+    if (!elist) elist = conv3d_dnnl_available() ? "gemm,dnnl,auto" : "gemm";
+    for (const char *q = elist; *q && nengines < 3;) {
+        char name[16] = "";
+        size_t len = strcspn(q, ",");
+        snprintf(name, sizeof name, "%.*s", (int)PL_MIN(len, sizeof name - 1), q);
+        if (conv3d_engine_parse(name, &engines[nengines]) == 0) nengines++;
+        q += len + (q[len] == ',');
+    }
+    const step_net r18 = {"resnet3d18", NN_ARCH_RESNET3D18, 1.0, 1000};
+    const step_net demo = {"resnet3dv1c18 w0.25", NN_ARCH_RESNET3DV1C18, 0.25, 10};
+    if (!getenv("NN_BENCH_NO_STEP"))
+        for (int t = 1; t <= 2; t++) {
+            for (int e = 0; e < nengines; e++) bench_step(&r18, (nn_dims){8, 1, 3, 112, 112}, t, quick ? 1 : 3, engines[e]);
+            for (int e = 0; e < nengines; e++) bench_step(&demo, (nn_dims){32, 1, 3, 56, 56}, t, quick ? 2 : 5, engines[e]);
+            if (!quick && !getenv("NN_BENCH_NO_BIG")) bench_step(&r18, (nn_dims){2, 1, 9, 256, 256}, t, 2, CONV3D_ENGINE_GEMM);
+        }
+    for (int t = 2; t <= 4; t += 2)
+        if (!getenv("NN_BENCH_NO_REGIONS")) bench_regions(t);
     for (int t = 1; t <= 2 && !getenv("NN_BENCH_NO_LAYERS"); t++) {
         openblas_set_num_threads(t);
         for (int i = 0; i < ncases; i++) {
@@ -373,11 +439,6 @@ int main(int argc, char **argv) {
             bench_layer(&cases[i], t, quick ? 1 : 3, &rng);
         }
     }
-    if (!getenv("NN_BENCH_NO_STEP"))
-        for (int t = 1; t <= 2; t++) {
-            bench_step((nn_dims){8, 1, 3, 112, 112}, t, quick ? 1 : 3);
-            if (!quick) bench_step((nn_dims){2, 1, 9, 256, 256}, t, 2);
-        }
     if (g_json) fclose(g_json);
     return 0;
 }

@@ -77,18 +77,36 @@ def main():
             if r.get("kind") == "layer":
                 w("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.2f |" % (r["name"], r["threads"], r["fwd_gflops"], r["sgemm_fwd_gflops"],
                                                                  r["fwdbwd_gflops"], r["sgemm_fwdbwd_gflops"], r["other_cores"]))
-    w("\n## ResNet3D-18 training step (forward, CE with label smoothing, backward, SGD)\n")
+    if any(r.get("dnnl_fwd_gflops", 0) > 0 for r in c if r.get("kind") == "layer"):
+        w("\n## Convolution engines (nn.conv_engine): gemm (vol2col + sgemm, the columns above) vs oneDNN\n")
+        w("oneDNN 2.6 through nn/conv3d_dnnl.c (plain NCDHW in and out, its own layouts inside, reorders counted);")
+        w("`auto picks` = what `nn.conv_engine = \"auto\"` chose for the layer's convolutions in this run.\n")
+        w("| layer | thr | gemm fwd | dnnl fwd | PyTorch fwd | gemm f+b | dnnl f+b | PyTorch f+b | dnnl / gemm f+b | auto picks | cpu: gemm / dnnl f+b | other (gemm / dnnl / torch) |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in c:
+            if r.get("kind") != "layer" or not r.get("dnnl_fwd_gflops", 0) > 0:
+                continue
+            p = tl.get(key(r), {})
+            w("| %s | %d | %.1f | %.1f | %s | %.1f | %.1f | %s | %.2fx | %s | %.1f / %.1f | %.2f / %.2f / %s |" % (
+                r["name"], r["threads"], r["fwd_gflops"], r["dnnl_fwd_gflops"],
+                "%.1f" % p["fwd_gflops"] if "fwd_gflops" in p else "n/a", r["fwdbwd_gflops"], r["dnnl_fwdbwd_gflops"],
+                "%.1f" % p["fwdbwd_gflops"] if "fwdbwd_gflops" in p else "n/a",
+                r["dnnl_fwdbwd_gflops"] / r["fwdbwd_gflops"] if r["fwdbwd_gflops"] else 0, r.get("auto_pick", "?"),
+                r["cpu_fwdbwd_gflops"], r["cpu_dnnl_fwdbwd_gflops"], r["other_cores"], r["dnnl_other_cores"],
+                "%.2f" % p["other_cores"] if p else "n/a"))
+    w("\n## Training steps (forward, CE with label smoothing, backward, SGD), per convolution engine\n")
     if os.environ.get("NN_REPORT_STEP_NOTE"):
         w(os.environ["NN_REPORT_STEP_NOTE"] + "\n")
-    w("| input | thr | mp3d ms/step | mp3d CPU s/step | mp3d peak RSS MB | PyTorch ms/step | PyTorch CPU s/step | PyTorch peak RSS MB | other (mp3d / torch) |")
-    w("|---|---|---|---|---|---|---|---|---|")
+    w("| network, input | thr | engine | mp3d ms/step | mp3d CPU s/step | mp3d peak RSS MB | PyTorch ms/step | mp3d speed / PyTorch | PyTorch CPU s/step | PyTorch peak RSS MB | other (mp3d / torch) |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in c:
         if r.get("kind") != "step":
             continue
         p = tl.get(key(r), {})
-        w("| %s | %d | %.0f | %.2f | %.0f | %s | %s | %s | %.2f / %s |" % (
-            r["name"].replace("resnet3d18 step ", ""), r["threads"], r["ms"], r.get("cpu_s", 0), r["peak_rss_mb"],
-            "%.0f" % p["ms"] if p else "n/a", "%.2f" % p["cpu_s"] if "cpu_s" in p else "n/a",
+        w("| %s | %d | %s | %.0f | %.2f | %.0f | %s | %s | %s | %s | %.2f / %s |" % (
+            r["name"].replace(" step ", ", "), r["threads"], r.get("engine", "gemm"), r["ms"], r.get("cpu_s", 0), r["peak_rss_mb"],
+            "%.0f" % p["ms"] if p else "n/a", "%.2fx" % (p["ms"] / r["ms"]) if p else "n/a",
+            "%.2f" % p["cpu_s"] if "cpu_s" in p else "n/a",
             "%.0f" % p["peak_rss_mb"] if p else "n/a", r["other_cores"], "%.2f" % p["other_cores"] if p else "n/a"))
     w("\nmp3d peak RSS includes parameters, gradients and momentum (33.7M floats each, 404 MB) and")
     w("the conv workspace (bound 256 MB); activations are planned once per input shape.\n")

@@ -85,15 +85,20 @@ def layers(out, threads, reps, quick):
         out.write(json.dumps(rec) + "\n")
 
 
-def step_child(shape, threads, steps):
+# (name, arch, width, classes) of the step networks; the same as tests/bench/bench_nn.c
+NETS = {"resnet3d18": ("resnet3d18", 1.0, 1000), "resnet3dv1c18 w0.25": ("resnet3dv1c18", 0.25, 10)}
+
+
+def step_child(net, shape, threads, steps):
     """Runs in a fresh interpreter so ru_maxrss is this configuration's peak."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    m = Net("resnet3d18", 1.0, 0, 1000)
+    arch, width, classes = NETS[net]
+    m = Net(arch, width, 0, classes)
     m.train()
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(shape)
-    y = torch.randint(0, 1000, (shape[0],))
+    y = torch.randint(0, classes, (shape[0],))
     best, other, cpu = 1e30, 0.0, 0.0
     for s in range(steps + 1):
         a = (time.perf_counter(), busy(), selfcpu())
@@ -104,21 +109,29 @@ def step_child(shape, threads, steps):
         b = (time.perf_counter(), busy(), selfcpu())
         if s > 0 and b[0] - a[0] < best:
             best, other, cpu = b[0] - a[0], other_cores(a[0], b[0], a[1], b[1], a[2], b[2]), b[2] - a[2]
+    # VmHWM: this process image's peak. ru_maxrss would carry the parent's peak over fork + exec
+    # (Linux keeps it in the signal struct), i.e. the layer runs' tensors when they ran first.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                rss = int(line.split()[1]) / 1024.0
     print(json.dumps({"ms": best * 1e3, "peak_rss_mb": rss, "other_cores": other, "cpu_s": cpu}))
 
 
 def steps(out, threads, quick):
-    for shape, n in (((8, 1, 3, 112, 112), 1 if quick else 3), ((2, 1, 9, 256, 256), 2)):
-        if quick and shape[1:] == (1, 9, 256, 256):
+    for net, shape, n in (("resnet3d18", (8, 1, 3, 112, 112), 1 if quick else 3),
+                          ("resnet3dv1c18 w0.25", (32, 1, 3, 56, 56), 2 if quick else 5),
+                          ("resnet3d18", (2, 1, 9, 256, 256), 2)):
+        if shape[1:] == (1, 9, 256, 256) and (quick or os.environ.get("NN_BENCH_NO_BIG")):
             continue
-        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--step", ",".join(map(str, shape)), str(threads), str(n)],
+        r = subprocess.run([sys.executable, os.path.abspath(__file__), "--step", net, ",".join(map(str, shape)), str(threads), str(n)],
                            capture_output=True, text=True)
         if r.returncode:
             print("torch step failed:", r.stderr[-2000:], flush=True)
             continue
         rec = json.loads(r.stdout.strip().splitlines()[-1])
-        rec.update({"kind": "step", "name": "resnet3d18 step (%d,1,%d,%d,%d)" % (shape[0], shape[2], shape[3], shape[4]),
+        rec.update({"kind": "step", "name": "%s step (%d,1,%d,%d,%d)" % (net, shape[0], shape[2], shape[3], shape[4]),
                     "threads": threads})
         print("torch %s thr:%d %8.1f ms/step peak_rss %6.0f MB other_cpu:%.2f" % (
             rec["name"], threads, rec["ms"], rec["peak_rss_mb"], rec["other_cores"]), flush=True)
@@ -127,7 +140,7 @@ def steps(out, threads, quick):
 
 if __name__ == "__main__":
     if sys.argv[1] == "--step":
-        step_child(tuple(map(int, sys.argv[2].split(","))), int(sys.argv[3]), int(sys.argv[4]))
+        step_child(sys.argv[2], tuple(map(int, sys.argv[3].split(","))), int(sys.argv[4]), int(sys.argv[5]))
         sys.exit(0)
     quick = "--quick" in sys.argv
     with open(sys.argv[1], "w") as out:

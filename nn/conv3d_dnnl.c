@@ -1,0 +1,386 @@
+// conv3d_dnnl: oneDNN 2.x C API behind nn/conv3d. Per cached layer (shape, input dims, threads):
+// the forward, backward-data and backward-weights primitives (format_tag any, the backward ones
+// hinted by the forward one), and for every tensor a user memory (ncdhw / oidhw / goidhw / x)
+// and, when oneDNN chose another layout, an internal memory plus a reorder. Outputs that must
+// accumulate (din, dw, db) are written by oneDNN into an internal buffer and added into the user
+// buffer by a reorder with a sum post-op (dst = reorder(src) + 1 * dst). Internal buffers are
+// views into five arena buffers (two activation-sized, see g_arena_of) shared by all cached
+// layers and sized to the largest, so the memory cost is two activations, not copies per layer.
+#include "nn/conv3d_dnnl.h"
+
+#include "nn/pl.h"
+
+#ifndef MP3D_HAVE_DNNL
+
+int conv3d_dnnl_available(void) { return 0; }
+int conv3d_dnnl_forward(float *out, const float *in, const conv3d *l, nn_dims in_dims) {
+    (void)out, (void)in, (void)l, (void)in_dims;
+    return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
+}
+int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
+                         nn_dims in_dims) {
+    (void)din, (void)dout, (void)in, (void)l, (void)in_dims;
+    return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
+}
+int conv3d_dnnl_cached(void) { return 0; }
+void conv3d_dnnl_release(void) {}
+
+#else
+
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/parallel.h"
+
+// Roles of internal buffers, and the arena buffer each uses (shared by all cached layers). Roles
+// whose lifetimes do not overlap share a buffer: forward, then backward-weights (its inputs die
+// when it has run), then backward-data; only the accumulated outputs (d_dsrc, w_dwei, w_db)
+// live to the end of the backward call. So two activation-sized buffers serve all six roles.
+enum { R_F_SRC, R_F_WEI, R_F_DST, R_D_DDST, R_D_WEI, R_D_DSRC, R_W_SRC, R_W_DDST, R_W_DWEI, R_W_DB, R_COUNT };
+enum { A_IN, A_OUT, A_WEI, A_DWEI, A_DB, A_COUNT };
+static const int g_arena_of[R_COUNT] = {
+    [R_F_SRC] = A_IN, [R_F_WEI] = A_WEI, [R_F_DST] = A_OUT, [R_W_SRC] = A_IN, [R_W_DDST] = A_OUT,
+    [R_W_DWEI] = A_DWEI, [R_W_DB] = A_DB, [R_D_DDST] = A_IN, [R_D_WEI] = A_WEI, [R_D_DSRC] = A_OUT};
+
+// One tensor argument of one primitive: the user's plain buffer and, when oneDNN wants another
+// layout or the result must be added, an internal buffer (arena role) and the reorder between.
+typedef struct {
+    dnnl_memory_t user, inner;  // inner == NULL: the primitive works on the user buffer
+    dnnl_primitive_t reorder;   // user -> inner (inputs) or inner -> user (outputs, maybe summing)
+    int role;
+    size_t bytes;               // of inner
+} dn_tensor;
+
+typedef struct {
+    conv3d_shape sh;
+    nn_dims in;
+    int threads;
+    dnnl_primitive_t fwd, bwd_d, bwd_w;
+    dn_tensor f_src, f_wei, f_bias, f_dst;
+    dn_tensor d_ddst, d_wei, d_dsrc;
+    dn_tensor w_src, w_ddst, w_dwei, w_db;
+} dn_layer;
+
+static struct {
+    pthread_mutex_t lock;
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    dn_layer **layers;
+    int n, cap;
+    void *arena[A_COUNT];
+    size_t arena_bytes[A_COUNT];
+} g_dn = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+int conv3d_dnnl_available(void) { return 1; }
+
+#define DN(call)                                                                         \
+    do {                                                                                 \
+        dnnl_status_t st_ = (call);                                                      \
+        if (st_ != dnnl_success) {                                                       \
+            rc = pl_fail(PL_EUNSUPPORTED, "conv3d dnnl: %s failed (status %d)", #call, (int)st_); \
+            goto done;                                                                   \
+        }                                                                                \
+    } while (0)
+
+static void dn_tensor_free(dn_tensor *t) {
+    if (t->user) dnnl_memory_destroy(t->user);
+    if (t->inner) dnnl_memory_destroy(t->inner);
+    if (t->reorder) dnnl_primitive_destroy(t->reorder);
+    memset(t, 0, sizeof(*t));
+}
+
+static void dn_layer_free(dn_layer *L) {
+    if (!L) return;
+    if (L->fwd) dnnl_primitive_destroy(L->fwd);
+    if (L->bwd_d) dnnl_primitive_destroy(L->bwd_d);
+    if (L->bwd_w) dnnl_primitive_destroy(L->bwd_w);
+    dn_tensor *ts[] = {&L->f_src, &L->f_wei, &L->f_bias, &L->f_dst, &L->d_ddst, &L->d_wei,
+                       &L->d_dsrc, &L->w_src, &L->w_ddst, &L->w_dwei, &L->w_db};
+    for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) dn_tensor_free(ts[i]);
+    free(L);
+}
+
+// Sets up t for user layout `umd` and the layout the primitive chose (`pmd`). dir 0: input
+// (reorder user -> inner when they differ); dir 1: output written in place when the layouts
+// agree; dir 2: output added into the user buffer (always through inner + a summing reorder).
+static int dn_tensor_make(dn_tensor *t, const dnnl_memory_desc_t *umd, const dnnl_memory_desc_t *pmd,
+                          int dir, int role) {
+    int rc = 0;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    t->role = role;
+    DN(dnnl_memory_create(&t->user, umd, g_dn.eng, DNNL_MEMORY_NONE));
+    if (dir != 2 && dnnl_memory_desc_equal(umd, pmd)) return 0;
+    t->bytes = dnnl_memory_desc_get_size(pmd);
+    DN(dnnl_memory_create(&t->inner, pmd, g_dn.eng, DNNL_MEMORY_NONE));
+    if (dir == 0) {
+        DN(dnnl_reorder_primitive_desc_create(&rpd, umd, g_dn.eng, pmd, g_dn.eng, NULL));
+    } else {
+        if (dir == 2) {
+            DN(dnnl_primitive_attr_create(&attr));
+            DN(dnnl_post_ops_create(&po));
+            DN(dnnl_post_ops_append_sum(po, 1.0f));
+            DN(dnnl_primitive_attr_set_post_ops(attr, po));
+        }
+        DN(dnnl_reorder_primitive_desc_create(&rpd, pmd, g_dn.eng, umd, g_dn.eng, attr));
+    }
+    DN(dnnl_primitive_create(&t->reorder, rpd));
+done:
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return rc;
+}
+
+static int dn_init_engine(void) {
+    int rc = 0;
+    if (g_dn.eng) return 0;
+    DN(dnnl_engine_create(&g_dn.eng, dnnl_cpu, 0));
+    DN(dnnl_stream_create(&g_dn.strm, g_dn.eng, dnnl_stream_default_flags));
+done:
+    return rc;
+}
+
+// Creates the three primitives and their tensors for layer shape s on input dims in.
+static int dn_layer_create(dn_layer **out, const conv3d_shape *s, nn_dims in, int threads) {
+    int rc = 0;
+    nn_dims o;
+    dnnl_convolution_desc_t fd, dd, wd;
+    dnnl_primitive_desc_t fpd = NULL, dpd = NULL, wpd = NULL;
+    dn_layer *L = NULL;
+    if ((rc = conv3d_out_dims(&o, s, in))) return rc;
+    if ((rc = dn_init_engine())) return rc;
+    L = pl_calloc(1, sizeof(*L), "conv3d dnnl layer");
+    if (!L) return PL_ENOMEM;
+    L->sh = *s;
+    L->in = in;
+    L->threads = threads;
+    const int64_t g = s->groups;
+    dnnl_dims_t src_d = {in.n, in.c, in.d, in.h, in.w}, dst_d = {o.n, o.c, o.d, o.h, o.w};
+    dnnl_dims_t wei_d = {g, s->oc / g, s->ic / g, s->k[0], s->k[1], s->k[2]};
+    dnnl_dims_t wei1_d = {s->oc, s->ic, s->k[0], s->k[1], s->k[2]};  // groups == 1: oidhw
+    dnnl_dims_t bias_d = {s->oc};
+    dnnl_dims_t strides = {s->s[0], s->s[1], s->s[2]}, pad = {s->p[0], s->p[1], s->p[2]};
+    dnnl_memory_desc_t src_u, dst_u, wei_u, bias_u, src_a, dst_a, wei_a, bias_a;
+    if (g == 1) {
+        DN(dnnl_memory_desc_init_by_tag(&wei_u, 5, wei1_d, dnnl_f32, dnnl_oidhw));
+        DN(dnnl_memory_desc_init_by_tag(&wei_a, 5, wei1_d, dnnl_f32, dnnl_format_tag_any));
+    } else {
+        DN(dnnl_memory_desc_init_by_tag(&wei_u, 6, wei_d, dnnl_f32, dnnl_goidhw));
+        DN(dnnl_memory_desc_init_by_tag(&wei_a, 6, wei_d, dnnl_f32, dnnl_format_tag_any));
+    }
+    DN(dnnl_memory_desc_init_by_tag(&src_u, 5, src_d, dnnl_f32, dnnl_ncdhw));
+    DN(dnnl_memory_desc_init_by_tag(&dst_u, 5, dst_d, dnnl_f32, dnnl_ncdhw));
+    DN(dnnl_memory_desc_init_by_tag(&bias_u, 1, bias_d, dnnl_f32, dnnl_x));
+    DN(dnnl_memory_desc_init_by_tag(&src_a, 5, src_d, dnnl_f32, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&dst_a, 5, dst_d, dnnl_f32, dnnl_format_tag_any));
+    DN(dnnl_memory_desc_init_by_tag(&bias_a, 1, bias_d, dnnl_f32, dnnl_format_tag_any));
+    const dnnl_memory_desc_t *bias = s->bias ? &bias_a : NULL;
+    DN(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct, &src_a,
+                                          &wei_a, bias, &dst_a, strides, pad, pad));
+    DN(dnnl_primitive_desc_create(&fpd, &fd, NULL, g_dn.eng, NULL));
+    DN(dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct, &src_a, &wei_a, &dst_a,
+                                                strides, pad, pad));
+    DN(dnnl_primitive_desc_create(&dpd, &dd, NULL, g_dn.eng, fpd));
+    DN(dnnl_convolution_backward_weights_desc_init(&wd, dnnl_convolution_direct, &src_a, &wei_a, bias,
+                                                   &dst_a, strides, pad, pad));
+    DN(dnnl_primitive_desc_create(&wpd, &wd, NULL, g_dn.eng, fpd));
+    DN(dnnl_primitive_create(&L->fwd, fpd));
+    DN(dnnl_primitive_create(&L->bwd_d, dpd));
+    DN(dnnl_primitive_create(&L->bwd_w, wpd));
+#define MD(pd, q, i) dnnl_primitive_desc_query_md(pd, q, i)
+    if ((rc = dn_tensor_make(&L->f_src, &src_u, MD(fpd, dnnl_query_src_md, 0), 0, R_F_SRC)) ||
+        (rc = dn_tensor_make(&L->f_wei, &wei_u, MD(fpd, dnnl_query_weights_md, 0), 0, R_F_WEI)) ||
+        (s->bias && (rc = dn_tensor_make(&L->f_bias, &bias_u, MD(fpd, dnnl_query_weights_md, 1), 0, R_COUNT))) ||
+        (rc = dn_tensor_make(&L->f_dst, &dst_u, MD(fpd, dnnl_query_dst_md, 0), 1, R_F_DST)) ||
+        (rc = dn_tensor_make(&L->d_ddst, &dst_u, MD(dpd, dnnl_query_diff_dst_md, 0), 0, R_D_DDST)) ||
+        (rc = dn_tensor_make(&L->d_wei, &wei_u, MD(dpd, dnnl_query_weights_md, 0), 0, R_D_WEI)) ||
+        (rc = dn_tensor_make(&L->d_dsrc, &src_u, MD(dpd, dnnl_query_diff_src_md, 0), 2, R_D_DSRC)) ||
+        (rc = dn_tensor_make(&L->w_src, &src_u, MD(wpd, dnnl_query_src_md, 0), 0, R_W_SRC)) ||
+        (rc = dn_tensor_make(&L->w_ddst, &dst_u, MD(wpd, dnnl_query_diff_dst_md, 0), 0, R_W_DDST)) ||
+        (rc = dn_tensor_make(&L->w_dwei, &wei_u, MD(wpd, dnnl_query_diff_weights_md, 0), 2, R_W_DWEI)) ||
+        (s->bias && (rc = dn_tensor_make(&L->w_db, &bias_u, MD(wpd, dnnl_query_diff_weights_md, 1), 2, R_W_DB))))
+        goto done;
+#undef MD
+    if (L->f_bias.inner) {  // a plain vector: oneDNN keeps x; anything else is unexpected here
+        rc = pl_fail(PL_EUNSUPPORTED, "conv3d dnnl: forward bias in a non-plain layout");
+        goto done;
+    }
+done:
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    if (dpd) dnnl_primitive_desc_destroy(dpd);
+    if (wpd) dnnl_primitive_desc_destroy(wpd);
+    if (rc) {
+        dn_layer_free(L);
+        return rc;
+    }
+    *out = L;
+    return 0;
+}
+
+// Grows the arena so every role of L fits (done once per new layer, not per step).
+static int dn_arena_fit(const dn_layer *L) {
+    const dn_tensor *ts[] = {&L->f_src, &L->f_wei, &L->f_dst, &L->d_ddst, &L->d_wei, &L->d_dsrc,
+                             &L->w_src, &L->w_ddst, &L->w_dwei, &L->w_db};
+    for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+        const dn_tensor *t = ts[i];
+        const int a = g_arena_of[t->role];
+        if (!t->inner || t->bytes <= g_dn.arena_bytes[a]) continue;
+        free(g_dn.arena[a]);
+        g_dn.arena_bytes[a] = 0;
+        size_t bytes = (t->bytes + 63) / 64 * 64;
+        g_dn.arena[a] = aligned_alloc(64, bytes);
+        if (!g_dn.arena[a]) return pl_fail(PL_ENOMEM, "conv3d dnnl: %zu bytes for an internal buffer", bytes);
+        g_dn.arena_bytes[a] = bytes;
+    }
+    return 0;
+}
+
+static int dn_same_shape(const conv3d_shape *a, const conv3d_shape *b) {
+    if (a->ic != b->ic || a->oc != b->oc || a->groups != b->groups || !a->bias != !b->bias) return 0;
+    for (int i = 0; i < 3; i++)
+        if (a->k[i] != b->k[i] || a->s[i] != b->s[i] || a->p[i] != b->p[i]) return 0;
+    return 1;
+}
+
+// The cached layer for (shape, in, threads), created on first use. Caller holds the lock.
+static int dn_layer_get(dn_layer **out, const conv3d_shape *s, nn_dims in, int threads) {
+    for (int i = 0; i < g_dn.n; i++) {
+        dn_layer *L = g_dn.layers[i];
+        if (L->threads == threads && !memcmp(&L->in, &in, sizeof(in)) && dn_same_shape(&L->sh, s)) {
+            *out = L;
+            return 0;
+        }
+    }
+    if (g_dn.n == g_dn.cap) {
+        int cap = g_dn.cap ? 2 * g_dn.cap : 16;
+        dn_layer **p = pl_realloc(g_dn.layers, (size_t)cap * sizeof(*p), "conv3d dnnl cache");
+        if (!p) return PL_ENOMEM;
+        g_dn.layers = p;
+        g_dn.cap = cap;
+    }
+    dn_layer *L = NULL;
+    int rc = dn_layer_create(&L, s, in, threads);
+    if (!rc) rc = dn_arena_fit(L);
+    if (rc) {
+        dn_layer_free(L);
+        return rc;
+    }
+    g_dn.layers[g_dn.n++] = L;
+    *out = L;
+    return 0;
+}
+
+static int dn_exec(dnnl_primitive_t p, int nargs, const dnnl_exec_arg_t *args) {
+    int rc = 0;
+    DN(dnnl_primitive_execute(p, g_dn.strm, nargs, args));
+    DN(dnnl_stream_wait(g_dn.strm));
+done:
+    return rc;
+}
+
+// Points t at the user's buffer (and its inner memory at the arena), runs the input reorder;
+// returns the memory the primitive should use.
+static int dn_bind(dnnl_memory_t *use, dn_tensor *t, const void *user, int input) {
+    int rc = 0;
+    DN(dnnl_memory_set_data_handle(t->user, (void *)user));
+    *use = t->user;
+    if (!t->inner) return 0;
+    DN(dnnl_memory_set_data_handle(t->inner, g_dn.arena[g_arena_of[t->role]]));
+    *use = t->inner;
+    if (input) {
+        dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->user}, {DNNL_ARG_TO, t->inner}};
+        rc = dn_exec(t->reorder, 2, a);
+    }
+done:
+    return rc;
+}
+
+// Output reorder inner -> user (a sum for accumulated outputs).
+static int dn_unbind(dn_tensor *t) {
+    if (!t->inner) return 0;
+    dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->inner}, {DNNL_ARG_TO, t->user}};
+    return dn_exec(t->reorder, 2, a);
+}
+
+static int dn_begin(dn_layer **L, const conv3d *l, nn_dims in_dims) {
+    int threads = nn_get_threads();
+    omp_set_num_threads(threads);
+    return dn_layer_get(L, &l->sh, in_dims, threads);
+}
+
+int conv3d_dnnl_forward(float *out, const float *in, const conv3d *l, nn_dims in_dims) {
+    pthread_mutex_lock(&g_dn.lock);
+    dn_layer *L = NULL;
+    dnnl_memory_t src = NULL, wei = NULL, dst = NULL, bias = NULL;
+    int rc = dn_begin(&L, l, in_dims);
+    if (rc || (rc = dn_bind(&src, &L->f_src, in, 1)) || (rc = dn_bind(&wei, &L->f_wei, l->w, 1)) ||
+        (l->sh.bias && (rc = dn_bind(&bias, &L->f_bias, l->b, 1))) || (rc = dn_bind(&dst, &L->f_dst, out, 0)))
+        goto done;
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}, {DNNL_ARG_BIAS, bias}};
+    if ((rc = dn_exec(L->fwd, bias ? 4 : 3, a)) || (rc = dn_unbind(&L->f_dst))) goto done;
+done:
+    pthread_mutex_unlock(&g_dn.lock);
+    return rc;
+}
+
+int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
+                         nn_dims in_dims) {
+    pthread_mutex_lock(&g_dn.lock);
+    dn_layer *L = NULL;
+    dnnl_memory_t ddst = NULL, wei = NULL, dsrc = NULL, src = NULL, dwei = NULL, db = NULL;
+    int rc = dn_begin(&L, l, in_dims);
+    if (rc) goto done;
+    // backward-weights first: its internal inputs share arena buffers with backward-data's
+    if ((rc = dn_bind(&src, &L->w_src, in, 1)) || (rc = dn_bind(&ddst, &L->w_ddst, dout, 1)) ||
+        (rc = dn_bind(&dwei, &L->w_dwei, l->dw, 0)) || (l->sh.bias && (rc = dn_bind(&db, &L->w_db, l->db, 0))))
+        goto done;
+    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dwei},
+                            {DNNL_ARG_DIFF_BIAS, db}};
+    if ((rc = dn_exec(L->bwd_w, db ? 4 : 3, a))) goto done;
+    if (din) {
+        if ((rc = dn_bind(&ddst, &L->d_ddst, dout, 1)) || (rc = dn_bind(&wei, &L->d_wei, l->w, 1)) ||
+            (rc = dn_bind(&dsrc, &L->d_dsrc, din, 0)))
+            goto done;
+        dnnl_exec_arg_t ad[3] = {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}};
+        if ((rc = dn_exec(L->bwd_d, 3, ad))) goto done;
+    }
+    // Every primitive ran: only now add into the caller's buffers (all or nothing).
+    if ((din && (rc = dn_unbind(&L->d_dsrc))) || (rc = dn_unbind(&L->w_dwei)) ||
+        (db && (rc = dn_unbind(&L->w_db))))
+        goto done;
+done:
+    pthread_mutex_unlock(&g_dn.lock);
+    return rc;
+}
+
+int conv3d_dnnl_cached(void) {
+    pthread_mutex_lock(&g_dn.lock);
+    int n = g_dn.n;
+    pthread_mutex_unlock(&g_dn.lock);
+    return n;
+}
+
+void conv3d_dnnl_release(void) {
+    pthread_mutex_lock(&g_dn.lock);
+    for (int i = 0; i < g_dn.n; i++) dn_layer_free(g_dn.layers[i]);
+    free(g_dn.layers);
+    g_dn.layers = NULL;
+    g_dn.n = g_dn.cap = 0;
+    for (int r = 0; r < A_COUNT; r++) {
+        free(g_dn.arena[r]);
+        g_dn.arena[r] = NULL;
+        g_dn.arena_bytes[r] = 0;
+    }
+    if (g_dn.strm) dnnl_stream_destroy(g_dn.strm);
+    if (g_dn.eng) dnnl_engine_destroy(g_dn.eng);
+    g_dn.strm = NULL;
+    g_dn.eng = NULL;
+    pthread_mutex_unlock(&g_dn.lock);
+}
+
+#endif

@@ -1,0 +1,275 @@
+// test_nn_dnnl: nn/conv3d's oneDNN engine and the engine choice.
+//  1. conv3d_dnnl_forward / _backward against the naive double reference (1e-5 relative) for
+//     3x3x3 pad 1, stride 2, (1,3,3), (3,1,1), 1x1x1 (plain and strided), groups 2 and
+//     depthwise, the 7x7x7 stem, non-cubic inputs, N = 1 and 2, with and without bias;
+//     forward overwrites a garbage-filled output; backward ACCUMULATES into pre-filled din, dw,
+//     db (checked as prefill + reference), and din = NULL leaves only dw, db changed.
+//  2. The engine switch: "dnnl" runs a layer on oneDNN (a primitive is cached), "gemm" never
+//     does; "auto" decides once per (shape, input, threads), logs "engine auto ... -> X" at
+//     INFO (captured from stderr), does not touch the layer's gradients while measuring, and
+//     its decision table round-trips through export/import; a bad engine name is PL_EINVAL.
+//  3. A few SGD steps of a small ResNet3D-18 (width 1/8, BN) give the same losses with engine
+//     gemm, dnnl and auto (1e-4 relative), and the same parameters after the steps (1e-4).
+#include <unistd.h>
+
+#include "nn/conv3d.h"
+#include "nn/conv3d_dnnl.h"
+#include "nn/loss.h"
+#include "nn/net.h"
+#include "nn/parallel.h"
+#include "nn/sgd.h"
+#include "tests/test_util.h"
+
+typedef struct {
+    const char *name;
+    int64_t ic, oc, k[3], s[3], p[3], groups;
+    int bias;
+    nn_dims in;
+} conv_case;
+
+static void dnnl_case(const conv_case *cc, pl_rng *rng) {
+    conv3d l = {0};
+    l.sh = conv3d_shape_make(cc->ic, cc->oc, cc->k, cc->s, cc->p, cc->groups, cc->bias);
+    nn_dims o;
+    PL_ASSERT(conv3d_out_dims(&o, &l.sh, cc->in) == 0);
+    int64_t nx = nn_dims_count(cc->in), ny = nn_dims_count(o), nw = conv3d_weight_count(&l.sh), nb = cc->oc;
+    float *x = tu_alloc(nx), *w = tu_alloc(nw), *b = tu_alloc(nb), *r = tu_alloc(ny);
+    float *y_ref = tu_alloc(ny), *y = tu_alloc(ny);
+    float *dx_ref = tu_alloc(nx), *dw_ref = tu_alloc(nw), *db_ref = tu_alloc(nb);
+    float *dx = tu_alloc(nx), *dw = tu_alloc(nw), *db = tu_alloc(nb);
+    float *dx0 = tu_alloc(nx), *dw0 = tu_alloc(nw), *db0 = tu_alloc(nb);
+    tu_fill(x, nx, rng, -1, 1), tu_fill(w, nw, rng, -1, 1), tu_fill(b, nb, rng, -1, 1);
+    tu_fill(r, ny, rng, -1, 1);
+    l.w = w, l.b = cc->bias ? b : NULL;
+    char what[200];
+
+    conv3d_forward_naive(y_ref, x, &l, cc->in);
+    for (int64_t i = 0; i < ny; i++) y[i] = 1e6f;  // must be overwritten
+    int rc = conv3d_dnnl_forward(y, x, &l, cc->in);
+    snprintf(what, sizeof what, "%s: dnnl fwd vs naive", cc->name);
+    tu_check(what, rc ? 1e9 : tu_rel_diff(y, y_ref, ny, 1e-6), 1e-5);
+
+    // references: naive backward into zeros
+    l.dw = dw_ref, l.db = cc->bias ? db_ref : NULL;
+    conv3d_backward_naive(dx_ref, r, x, &l, cc->in);
+    // dnnl backward into pre-filled buffers: expect prefill + reference
+    tu_fill(dx0, nx, rng, -1, 1), tu_fill(dw0, nw, rng, -1, 1), tu_fill(db0, nb, rng, -1, 1);
+    memcpy(dx, dx0, (size_t)nx * 4), memcpy(dw, dw0, (size_t)nw * 4), memcpy(db, db0, (size_t)nb * 4);
+    l.dw = dw, l.db = cc->bias ? db : NULL;
+    rc = conv3d_dnnl_backward(dx, r, x, &l, cc->in);
+    for (int64_t i = 0; i < nx; i++) dx_ref[i] += dx0[i];
+    for (int64_t i = 0; i < nw; i++) dw_ref[i] += dw0[i];
+    for (int64_t i = 0; i < nb; i++) db_ref[i] += db0[i];
+    snprintf(what, sizeof what, "%s: dnnl bwd din += (prefilled)", cc->name);
+    tu_check(what, rc ? 1e9 : tu_rel_diff(dx, dx_ref, nx, 1e-6), 1e-5);
+    snprintf(what, sizeof what, "%s: dnnl bwd dw += (prefilled)", cc->name);
+    tu_check(what, rc ? 1e9 : tu_rel_diff(dw, dw_ref, nw, 1e-6), 1e-5);
+    if (cc->bias) {
+        snprintf(what, sizeof what, "%s: dnnl bwd db += (prefilled)", cc->name);
+        tu_check(what, rc ? 1e9 : tu_rel_diff(db, db_ref, nb, 1e-6), 1e-5);
+    }
+    // din = NULL: dw, db accumulate a second time, nothing else is written
+    rc = conv3d_dnnl_backward(NULL, r, x, &l, cc->in);
+    for (int64_t i = 0; i < nw; i++) dw_ref[i] += dw_ref[i] - dw0[i];
+    for (int64_t i = 0; i < nb; i++) db_ref[i] += db_ref[i] - db0[i];
+    snprintf(what, sizeof what, "%s: dnnl bwd din=NULL, dw += again", cc->name);
+    tu_check(what, rc ? 1e9 : tu_rel_diff(dw, dw_ref, nw, 1e-6), 1e-5);
+    if (cc->bias) {
+        snprintf(what, sizeof what, "%s: dnnl bwd din=NULL, db += again", cc->name);
+        tu_check(what, rc ? 1e9 : tu_rel_diff(db, db_ref, nb, 1e-6), 1e-5);
+    }
+    free(x), free(w), free(b), free(r), free(y_ref), free(y), free(dx_ref), free(dw_ref), free(db_ref);
+    free(dx), free(dw), free(db), free(dx0), free(dw0), free(db0);
+}
+
+// Runs fn with stderr going to a temporary file; returns what was written (caller frees).
+static char *capture_stderr(void (*fn)(void *), void *ctx) {
+    char path[] = "/tmp/test_nn_dnnl_XXXXXX";
+    int fd = mkstemp(path);
+    PL_ASSERT(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn(ctx);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    off_t len = lseek(fd, 0, SEEK_END);
+    char *buf = pl_calloc((size_t)len + 1, 1, "captured stderr");
+    PL_ASSERT(buf && pread(fd, buf, (size_t)len, 0) == len);
+    close(fd);
+    unlink(path);
+    return buf;
+}
+
+typedef struct {
+    conv3d *l;
+    const float *x;
+    nn_dims in;
+    float *y, *ws;
+    size_t wsf;
+    conv3d_engine got;
+} auto_ctx;
+
+static void auto_run(void *vc) {
+    auto_ctx *c = vc;
+    c->got = conv3d_engine_for(c->l, c->x, c->in, c->ws, c->wsf);
+    conv3d_forward(c->y, c->x, c->l, c->in, c->ws, c->wsf);  // decided: no second measurement
+}
+
+static void check_engines(pl_rng *rng) {
+    conv3d l = {0};
+    const int64_t k[3] = {3, 3, 3}, s[3] = {1, 1, 1}, p[3] = {1, 1, 1};
+    l.sh = conv3d_shape_make(8, 8, k, s, p, 1, 1);
+    nn_dims in = nn_dims_make(2, 8, 4, 12, 10), o;
+    PL_ASSERT(conv3d_out_dims(&o, &l.sh, in) == 0);
+    int64_t nx = nn_dims_count(in), ny = nn_dims_count(o), nw = conv3d_weight_count(&l.sh);
+    float *x = tu_alloc(nx), *w = tu_alloc(nw), *b = tu_alloc(8), *dw = tu_alloc(nw), *db = tu_alloc(8);
+    float *y = tu_alloc(ny), *y_ref = tu_alloc(ny);
+    size_t wsf = conv3d_workspace_floats(&l.sh, in, (size_t)1 << 24);
+    float *ws = tu_alloc((int64_t)wsf);
+    tu_fill(x, nx, rng, -1, 1), tu_fill(w, nw, rng, -1, 1), tu_fill(b, 8, rng, -1, 1);
+    tu_fill(dw, nw, rng, -1, 1), tu_fill(db, 8, rng, -1, 1);
+    l.w = w, l.b = b, l.dw = dw, l.db = db;
+    conv3d_forward_naive(y_ref, x, &l, in);
+
+    conv3d_engine_reset();
+    conv3d_set_engine(CONV3D_ENGINE_GEMM);
+    conv3d_forward(y, x, &l, in, ws, wsf);
+    tu_check("engine gemm: forward vs naive", tu_rel_diff(y, y_ref, ny, 1e-6), 1e-5);
+    tu_check("engine gemm: no oneDNN primitive created", conv3d_dnnl_cached(), 0);
+    tu_check("engine gemm: no decision recorded", conv3d_engine_table_export(NULL, 0), 0);
+
+    conv3d_set_engine(CONV3D_ENGINE_DNNL);
+    conv3d_forward(y, x, &l, in, ws, wsf);
+    tu_check("engine dnnl: forward vs naive", tu_rel_diff(y, y_ref, ny, 1e-6), 1e-5);
+    tu_check("engine dnnl: the layer runs on oneDNN", conv3d_engine_for(&l, x, in, ws, wsf) == CONV3D_ENGINE_DNNL ? 0 : 1, 0);
+    tu_check("engine dnnl: a primitive set is cached (1 expected)", fabs(conv3d_dnnl_cached() - 1.0), 0);
+
+    // auto: decides once, logs it, leaves dw/db alone while measuring
+    conv3d_engine_reset();
+    conv3d_set_engine(CONV3D_ENGINE_AUTO);
+    float *dw_keep = tu_alloc(nw);
+    memcpy(dw_keep, dw, (size_t)nw * 4);
+    float db_keep = db[0];
+    auto_ctx c = {&l, x, in, y, ws, wsf, CONV3D_ENGINE_AUTO};
+    char *log = capture_stderr(auto_run, &c);
+    printf("auto log: %s", log);
+    tu_check("engine auto: picked gemm or dnnl", c.got == CONV3D_ENGINE_GEMM || c.got == CONV3D_ENGINE_DNNL ? 0 : 1, 0);
+    tu_check("engine auto: logged 'engine auto ... -> <engine>'",
+             strstr(log, "engine auto ic:8 oc:8 k:3x3x3") && strstr(log, c.got == CONV3D_ENGINE_DNNL ? "-> dnnl" : "-> gemm") ? 0 : 1, 0);
+    const char *first = strstr(log, "engine auto");
+    tu_check("engine auto: logged once (decision reused)", first && !strstr(first + 1, "engine auto") ? 0 : 1, 0);
+    tu_check("engine auto: measuring left dw untouched", tu_rel_diff(dw, dw_keep, nw, 1e-6), 0);
+    tu_check("engine auto: measuring left db untouched", fabs(db[0] - db_keep), 0);
+    tu_check("engine auto: forward vs naive", tu_rel_diff(y, y_ref, ny, 1e-6), 1e-5);
+    free(log);
+    // the table: export, reset, import a forced choice, which is used without measuring
+    conv3d_engine_record rec[4];
+    int n = conv3d_engine_table_export(rec, 4);
+    tu_check("engine table: one record", fabs(n - 1.0), 0);
+    conv3d_engine_reset();
+    rec[0].engine = c.got == CONV3D_ENGINE_DNNL ? CONV3D_ENGINE_GEMM : CONV3D_ENGINE_DNNL;  // the other one
+    tu_check("engine table: import", conv3d_engine_table_import(rec, 1), 0);
+    tu_check("engine table: imported choice used", conv3d_engine_for(&l, x, in, ws, wsf) == (conv3d_engine)rec[0].engine ? 0 : 1, 0);
+    rec[0].engine = 7;
+    pl_quiet_begin();
+    tu_check("engine table: bad engine rejected", conv3d_engine_table_import(rec, 1) == PL_EINVAL ? 0 : 1, 0);
+    conv3d_engine e;
+    tu_check("engine name 'fast' rejected", conv3d_engine_parse("fast", &e) == PL_EINVAL ? 0 : 1, 0);
+    pl_quiet_end();
+    tu_check("engine name 'dnnl' parsed", conv3d_engine_parse("dnnl", &e) == 0 && e == CONV3D_ENGINE_DNNL ? 0 : 1, 0);
+    conv3d_engine_reset();
+    conv3d_set_engine(CONV3D_ENGINE_GEMM);
+    free(x), free(w), free(b), free(dw), free(db), free(y), free(y_ref), free(ws), free(dw_keep);
+}
+
+// SGD steps of a small ResNet3DV1c-18; losses[steps], final params copied to *params.
+static void train_steps(conv3d_engine e, double *losses, int steps, float **params, size_t *nparams) {
+    conv3d_engine_reset();
+    conv3d_set_engine(e);
+    nn_net_config cfg = {NN_ARCH_RESNET3DV1C18, 0.125, NN_NORM_BN, 32, 3, 0, 0, 0, 0};
+    nn_net *net;
+    PL_ASSERT(nn_net_create(&net, &cfg, 21) == 0);
+    nn_params *p = nn_net_params(net);
+    nn_dims in = {2, 1, 3, 24, 24};
+    int64_t nx = nn_dims_count(in), labels[2] = {0, 2};
+    float *x = tu_alloc(nx);
+    pl_rng r;
+    pl_rng_seed(&r, 2);
+    tu_fill(x, nx, &r, -1, 1);
+    for (int step = 0; step < steps; step++) {
+        PL_ASSERT(nn_net_forward(net, x, in, 1) == 0);
+        nn_dims o;
+        float *y = nn_net_output(net, 0, &o);
+        PL_ASSERT(loss_softmax_ce(&losses[step], nn_net_output_grad(net, 0), y, labels, 2, 3, 0.0) == 0);
+        PL_ASSERT(nn_net_backward(net, NULL, NULL) == 0);
+        sgd_step(p->params, p->momentum, p->grads, p->nparams, 0.05, 0.9, 1e-4, step == 0);
+    }
+    *nparams = p->nparams;
+    *params = tu_alloc((int64_t)p->nparams);
+    memcpy(*params, p->params, p->nparams * sizeof(float));
+    printf("engine %s: losses", conv3d_engine_name(e));
+    for (int s = 0; s < steps; s++) printf(" %.6f", losses[s]);
+    printf("  (oneDNN primitive sets cached: %d, decisions: %d)\n", conv3d_dnnl_cached(), conv3d_engine_table_export(NULL, 0));
+    if (e == CONV3D_ENGINE_DNNL)
+        tu_check("training with engine dnnl used oneDNN (primitives cached > 0)", conv3d_dnnl_cached() > 0 ? 0 : 1, 0);
+    nn_net_destroy(net);
+    free(x);
+}
+
+static void check_training_engines(void) {
+    enum { STEPS = 4 };
+    double lg[STEPS], ld[STEPS], la[STEPS];
+    float *pg, *pd, *pa;
+    size_t n;
+    train_steps(CONV3D_ENGINE_GEMM, lg, STEPS, &pg, &n);
+    train_steps(CONV3D_ENGINE_DNNL, ld, STEPS, &pd, &n);
+    train_steps(CONV3D_ENGINE_AUTO, la, STEPS, &pa, &n);
+    double dd = 0, da = 0;
+    for (int s = 0; s < STEPS; s++) {
+        dd = PL_MAX(dd, fabs(ld[s] - lg[s]) / fabs(lg[s]));
+        da = PL_MAX(da, fabs(la[s] - lg[s]) / fabs(lg[s]));
+    }
+    tu_check("training losses: dnnl vs gemm (4 steps)", dd, 1e-4);
+    tu_check("training losses: auto vs gemm (4 steps)", da, 1e-4);
+    tu_check("parameters after 4 steps: dnnl vs gemm", tu_rel_diff(pd, pg, (int64_t)n, 1e-3), 1e-4);
+    tu_check("parameters after 4 steps: auto vs gemm", tu_rel_diff(pa, pg, (int64_t)n, 1e-3), 1e-4);
+    free(pg), free(pd), free(pa);
+    conv3d_engine_reset();
+    conv3d_set_engine(CONV3D_ENGINE_GEMM);
+}
+
+int main(void) {
+    tu_check("this build has oneDNN (MP3D_DNNL)", conv3d_dnnl_available() ? 0 : 1, 0);
+    if (!conv3d_dnnl_available()) return tu_finish("test_nn_dnnl");
+    pl_rng rng;
+    pl_rng_seed(&rng, 17);
+    nn_set_threads(1);
+    const conv_case cases[] = {
+        {"k333 s1 p1 bias N2 (2,3,5,6,7)", 3, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 3, 5, 6, 7}},
+        {"k333 s2 p1 (1,4,5,8,9)", 4, 6, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, 1, 0, {1, 4, 5, 8, 9}},
+        {"k133 s(1,2,2) p011 N2", 4, 5, {1, 3, 3}, {1, 2, 2}, {0, 1, 1}, 1, 1, {2, 4, 3, 9, 7}},
+        {"k311 p100 N2", 4, 5, {3, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 0, {2, 4, 5, 6, 6}},
+        {"k111 5->3 N2", 5, 3, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 1, {2, 5, 3, 4, 5}},
+        {"k111 s(1,2,2) downsample", 4, 6, {1, 1, 1}, {1, 2, 2}, {0, 0, 0}, 1, 0, {1, 4, 3, 7, 6}},
+        {"k231 s(2,1,3) p(1,0,1) g2 bias", 4, 6, {2, 3, 1}, {2, 1, 3}, {1, 0, 1}, 2, 1, {1, 4, 5, 7, 8}},
+        {"GTM grouped k111 g3 N2", 12, 3, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 3, 0, {2, 12, 1, 5, 5}},
+        {"depthwise k333 g4 s2 bias", 4, 4, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, 4, 1, {1, 4, 5, 5, 6}},
+        {"stem k777 s(1,2,2) p3 ic1", 1, 4, {7, 7, 7}, {1, 2, 2}, {3, 3, 3}, 1, 0, {1, 1, 3, 11, 10}},
+        {"k333 p1 16->16 (1,16,4,10,12) blocked", 16, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {1, 16, 4, 10, 12}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) dnnl_case(&cases[i], &rng);
+    // the same shape again hits the cache (no new primitive set)
+    int cached = conv3d_dnnl_cached();
+    dnnl_case(&cases[0], &rng);
+    tu_check("a repeated shape reuses its cached primitives", fabs(conv3d_dnnl_cached() - (double)cached), 0);
+    nn_set_threads(2);  // another thread count is another primitive set
+    dnnl_case(&cases[10], &rng);
+    tu_check("2 threads: a new primitive set", fabs(conv3d_dnnl_cached() - (double)(cached + 1)), 0);
+    nn_set_threads(1);
+    check_engines(&rng);
+    check_training_engines();
+    conv3d_engine_reset();
+    return tu_finish("test_nn_dnnl");
+}
