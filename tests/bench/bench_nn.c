@@ -387,7 +387,8 @@ int main(int argc, char **argv) {
     if (g_json) fprintf(g_json, "{\"kind\":\"meta\",\"blas_core\":\"%s\"}\n", openblas_get_corename());
     printf("openblas core: %s\n", openblas_get_corename());
     if (step_only) {  // tests/bench/scale.sh: one training step shape at the listed thread counts
-        for (int t = 0; t < nthreads; t++) bench_step(step_in, threads[t], steps);
+        const step_net r18_step = {"resnet3d18", NN_ARCH_RESNET3D18, 1.0, 1000};
+        for (int t = 0; t < nthreads; t++) bench_step(&r18_step, step_in, threads[t], steps, conv3d_get_engine());
         if (g_json) fclose(g_json);
         return 0;
     }
