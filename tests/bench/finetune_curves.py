@@ -2,8 +2,10 @@
 """Curves of the lesion-detector fine-tuning benchmark (tests/bench/bench_finetune_medium.sh):
 reads the metrics.jsonl of each run (name=folder pairs) and the `mp3d evaluate` results of its
 checkpoints under test_evals/, writes a Markdown table of every scored point (step, wall minutes
-since the run started, Sens@0.5/1/2/4, mFROC)
-and an SVG of mFROC against wall time and against training steps. Standard library only.
+since the run started, the same without the time spent in validations, Sens@0.5/1/2/4, mFROC)
+and an SVG of mFROC against wall time and against training steps; with CURVES_SENS4=1 also
+Sens@4 against wall time with and without the validations. Standard library only. Also reads
+the metrics.jsonl of tests/bench/lesion_tta_torch.py (the PyTorch reference).
 
 usage: finetune_curves.py OUT_PREFIX TITLE name=run_dir [name=run_dir ...]
 """
@@ -27,14 +29,16 @@ def load(run_dir):
     """Validations logged by the run (metrics.jsonl "val" records) plus `mp3d evaluate` results of
     its checkpoints (run_dir/test_evals/step_<N>/report/froc.json), each placed at the wall time
     of its step's train record; sorted by step."""
-    start, vals, at_step = None, [], {}
+    start, vals, at_step, val_s = None, [], {}, 0.0
     for r in records(run_dir):
         if r.get("event") == "start" and start is None:
             start = r["time"]
         if r.get("stage") == "train" and "step" in r:
-            at_step[r["step"]] = (r["time"] - start) / 60.0
+            at_step[r["step"]] = ((r["time"] - start) / 60.0, (r["time"] - start - val_s) / 60.0)
         if r.get("stage") == "val" and "mfroc" in r:
+            val_s += r.get("val_seconds", r.get("val_s", 0.0))   # mp3d's / lesion_tta_torch.py's
             r["wall_min"] = (r["time"] - start) / 60.0
+            r["train_min"] = (r["time"] - start - val_s) / 60.0   # wall time minus the validations'
             r["source"] = "run"
             vals.append(r)
     ev = os.path.join(run_dir, "test_evals")
@@ -50,7 +54,7 @@ def load(run_dir):
         r = {"step": step, "mfroc": j["mfroc"], "source": "evaluate"}
         for k in ("0.5", "1", "2", "4"):
             r["sens_" + k] = j["sens"][k]
-        r["wall_min"] = at_step[step]
+        r["wall_min"], r["train_min"] = at_step[step]
         vals.append(r)
     return sorted(vals, key=lambda v: v["step"])
 
@@ -99,16 +103,22 @@ def main():
     for a in sys.argv[3:]:
         name, d = a.split("=", 1)
         runs.append((name, load(d)))
-    md = ["| run | step | wall min | Sens@0.5 | Sens@1 | Sens@2 | Sens@4 | mFROC | scored by |", "|---|---|---|---|---|---|---|---|---|"]
+    md = ["| run | step | wall min | min w/o val | Sens@0.5 | Sens@1 | Sens@2 | Sens@4 | mFROC | scored by |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for name, vs in runs:
         for v in vs:
-            md.append("| %s | %d | %.1f | %.3f | %.3f | %.3f | %.3f | %.3f | %s |" % (
-                name, v["step"], v["wall_min"], v["sens_0.5"], v["sens_1"], v["sens_2"], v["sens_4"], v["mfroc"],
+            md.append("| %s | %d | %.1f | %.1f | %.3f | %.3f | %.3f | %.3f | %.3f | %s |" % (
+                name, v["step"], v["wall_min"], v["train_min"], v["sens_0.5"], v["sens_1"], v["sens_2"], v["sens_4"], v["mfroc"],
                 "the run's validation" if v["source"] == "run" else "mp3d evaluate of ckpt"))
     with open(prefix + "_table.md", "w") as f:
         f.write("\n".join(md) + "\n")
     svg(prefix + "_wall.svg", title + ": test mFROC vs wall time", runs, "wall_min", "wall minutes since the run started")
     svg(prefix + "_steps.svg", title + ": test mFROC vs training steps", runs, "step", "training steps (batch 4)")
+    if os.environ.get("CURVES_SENS4"):
+        svg(prefix + "_sens4_wall.svg", title + ": test Sens@4FP vs wall time", runs, "wall_min",
+            "wall minutes since the run started", ykey="sens_4", ylabel="test Sens@4")
+        svg(prefix + "_sens4_train.svg", title + ": test Sens@4FP vs wall time without validation", runs, "train_min",
+            "wall minutes since the run started, validations' time removed", ykey="sens_4", ylabel="test Sens@4")
     print("\n".join(md))
 
 
