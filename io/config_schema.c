@@ -19,6 +19,8 @@ const cfg_key cfg_schema[] = {
     // --- synth: the demo cohort --------------------------------------------------------
     {"synth.scale", CFG_STRING, "\"small\"", 0, 0, "tiny|small|medium", "size of the generated cohort"},
     {"synth.datasets", CFG_STRING, "\"deeplesion,imagenet,coco\"", 0, 0, ANY, "which layouts to write (comma-separated)"},
+    {"synth.imagenet_side_min", CFG_INT, "0", 0, 4096, ANY, "ImageNet image sides drawn from [min, max] px; 0 = the scale's (real ImageNet: 333..500)"},
+    {"synth.imagenet_side_max", CFG_INT, "0", 0, 4096, ANY, "see synth.imagenet_side_min"},
 
     // --- preprocess: DeepLesion -> HDF5 ------------------------------------------------
     {"preprocess.num_slices", CFG_INT, "9", 1, 63, ANY, "slices per sample, odd, centred on the key slice"},

@@ -1,7 +1,9 @@
 // h5shard: HDF5 sample shards written with collective parallel HDF5 (see io/h5shard.h).
-// Writing spools each rank's samples to a local file first: a sample's place in the file is only
-// known once every rank knows how many samples it kept (bad inputs are skipped), so offsets come
-// from MPI_Exscan at the end and the raw data is then written collectively in rounds.
+// Spool mode: each rank's samples go to a local file first, because a sample's place in the file
+// is only known once every rank knows how many samples it kept (bad inputs are skipped); offsets
+// come from MPI_Exscan at the end and the raw data is then written collectively in rounds.
+// Direct mode: the stage reserves a slot per sample that can be kept and each sample's data is
+// written into its slot at once; slots left empty are closed up at the end.
 #include "io/h5shard.h"
 
 #include <errno.h>
@@ -86,10 +88,24 @@ struct h5shard_writer {
     int64_t rows_n, rows_cap;
     shard_attr attrs[SHARD_MAX_ATTRS];
     int nattrs;
+    // direct mode: the file is open on every rank from create to finish
+    int direct;
+    int64_t reserve;            // data slots
+    hid_t fid, ds, dxpl, mt;    // file, data dataset, collective transfer list, data memory type
+    double direct_write_s;      // time spent in h5shard_add_at's writes
 };
+
+static void direct_close(h5shard_writer *w) {   // collective (H5Fclose)
+    if (w->ds >= 0) H5Dclose(w->ds);
+    if (w->mt >= 0) H5Tclose(w->mt);
+    if (w->dxpl >= 0) H5Pclose(w->dxpl);
+    if (w->fid >= 0) H5Fclose(w->fid);
+    w->ds = w->mt = w->dxpl = w->fid = H5I_INVALID_HID;
+}
 
 static void writer_free(h5shard_writer *w) {
     if (!w) return;
+    if (w->direct) direct_close(w);
     if (w->fd >= 0) close(w->fd);
     if (w->spool_path[0]) unlink(w->spool_path);
     for (int c = 0; c < w->lay.ncols; c++) { free(w->colbuf ? w->colbuf[c] : NULL); free((char *)w->cols[c].name); }
@@ -110,7 +126,8 @@ static void writer_free(h5shard_writer *w) {
 
 void h5shard_writer_abort(h5shard_writer *w) { writer_free(w); }
 
-int h5shard_writer_create(h5shard_writer **out, const char *path, const shard_layout *lay, int rank) {
+// The writer without its storage (spool or file).
+static int writer_new(h5shard_writer **out, const char *path, const shard_layout *lay) {
     *out = NULL;
     if (lay->ndims < 1 || lay->ndims > 6 || !lay->data_name || lay->data_type == SHARD_STR)
         return pl_fail(PL_EINVAL, "%s: shard layout: data '%s' ndims %d (need 1..6, numeric)", path,
@@ -120,6 +137,7 @@ int h5shard_writer_create(h5shard_writer **out, const char *path, const shard_la
     h5shard_writer *w = pl_calloc(1, sizeof *w, "shard writer");
     if (!w) return PL_ENOMEM;
     w->fd = -1;
+    w->fid = w->ds = w->dxpl = w->mt = H5I_INVALID_HID;
     w->lay = *lay;
     w->path = pl_strdup(path);
     w->data_name = pl_strdup(lay->data_name);
@@ -160,6 +178,15 @@ int h5shard_writer_create(h5shard_writer **out, const char *path, const shard_la
         }
         w->sample_bytes *= (size_t)lay->dims[d];
     }
+    *out = w;
+    return 0;
+}
+
+int h5shard_writer_create(h5shard_writer **out, const char *path, const shard_layout *lay, int rank) {
+    h5shard_writer *w = NULL;
+    int rc = writer_new(&w, path, lay);
+    *out = NULL;
+    if (rc) return rc;
     snprintf(w->spool_path, sizeof w->spool_path, "%s.spool.%d", path, rank);
     w->fd = open(w->spool_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (w->fd < 0) {
@@ -181,8 +208,8 @@ static int grow(void **p, int64_t newcap, size_t elem, const char *what) {
     return 0;
 }
 
-int h5shard_add(h5shard_writer *w, int64_t key, const void *data, const void *const *colvals, int64_t nrow,
-                const void *const *rowvals) {
+// Room for one more sample and `nrow` rows.
+static int reserve_sample(h5shard_writer *w, int64_t key, int64_t nrow) {
     if (nrow < 0) return pl_fail(PL_EINVAL, "%s: sample key %lld has %lld rows", w->path, (long long)key, (long long)nrow);
     if (w->n == w->cap) {
         int64_t nc = w->cap ? 2 * w->cap : 64;
@@ -199,18 +226,11 @@ int h5shard_add(h5shard_writer *w, int64_t key, const void *data, const void *co
             if (grow((void **)&w->rowbuf[c], nc, col_bytes(&w->rows[c]), "shard row column")) return PL_ENOMEM;
         w->rows_cap = nc;
     }
-    // raw data to the spool
-    const uint8_t *p = data;
-    size_t left = w->sample_bytes;
-    off_t at = (off_t)w->n * (off_t)w->sample_bytes;
-    while (left > 0) {
-        ssize_t k = pwrite(w->fd, p, left, at);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return pl_fail(PL_EIO, "%s: writing sample key %lld: %s", w->spool_path, (long long)key, strerror(errno));
-        p += k;
-        at += k;
-        left -= (size_t)k;
-    }
+    return 0;
+}
+
+// Keeps a sample's columns and rows (written at finish).
+static void remember_sample(h5shard_writer *w, int64_t key, const void *const *colvals, int64_t nrow, const void *const *rowvals) {
     for (int c = 0; c < w->lay.ncols; c++) {
         size_t b = col_bytes(&w->cols[c]);
         memcpy(w->colbuf[c] + (size_t)w->n * b, colvals[c], b);
@@ -224,6 +244,115 @@ int h5shard_add(h5shard_writer *w, int64_t key, const void *data, const void *co
     w->row_n[w->n] = nrow;
     w->rows_n += nrow;
     w->n++;
+}
+
+int h5shard_add(h5shard_writer *w, int64_t key, const void *data, const void *const *colvals, int64_t nrow,
+                const void *const *rowvals) {
+    if (w->direct) return pl_fail(PL_EINVAL, "%s: h5shard_add on a direct writer (use h5shard_add_at)", w->path);
+    int rc = reserve_sample(w, key, nrow);
+    if (rc) return rc;
+    // raw data to the spool
+    const uint8_t *p = data;
+    size_t left = w->sample_bytes;
+    off_t at = (off_t)w->n * (off_t)w->sample_bytes;
+    while (left > 0) {
+        ssize_t k = pwrite(w->fd, p, left, at);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return pl_fail(PL_EIO, "%s: writing sample key %lld: %s", w->spool_path, (long long)key, strerror(errno));
+        p += k;
+        at += k;
+        left -= (size_t)k;
+    }
+    remember_sample(w, key, colvals, nrow, rowvals);
+    return 0;
+}
+
+// One data slot of a direct writer, read (write == 0) or written, independent I/O.
+static int direct_slot_io(h5shard_writer *w, int64_t slot, void *buf, int write) {
+    int rc = 0;
+    hid_t fs = H5Dget_space(w->ds), ms = H5I_INVALID_HID;
+    hsize_t st[8] = {0}, cnt[8];
+    cnt[0] = 1;
+    for (int d = 0; d < w->lay.ndims; d++) cnt[d + 1] = (hsize_t)w->lay.dims[d];
+    st[0] = (hsize_t)slot;
+    if (fs < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, st, NULL, cnt, NULL) < 0 ||
+        (ms = H5Screate_simple(w->lay.ndims + 1, cnt, NULL)) < 0)
+        rc = pl_fail(PL_EH5, "%s.tmp: selecting sample slot %lld", w->path, (long long)slot);
+    else if ((write ? H5Dwrite(w->ds, w->mt, ms, fs, H5P_DEFAULT, buf) : H5Dread(w->ds, w->mt, ms, fs, H5P_DEFAULT, buf)) < 0)
+        rc = pl_fail(PL_EH5, "%s.tmp: %s sample slot %lld failed (disk full?)", w->path, write ? "writing" : "reading back", (long long)slot);
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    return rc;
+}
+
+int h5shard_writer_create_direct(h5shard_writer **out, const char *path, const shard_layout *lay, int64_t reserve,
+                                 MPI_Comm comm) {
+    *out = NULL;
+    h5shard_writer *w = NULL;
+    int lrc = writer_new(&w, path, lay), rc = 0;
+    if (!lrc && reserve < 0) lrc = pl_fail(PL_EINVAL, "%s: %lld slots reserved", path, (long long)reserve);
+    MPI_Allreduce(&lrc, &rc, 1, MPI_INT, MPI_MIN, comm);   // the layout is the same everywhere
+    if (rc) {
+        writer_free(w);
+        return rc;
+    }
+    w->direct = 1;
+    w->reserve = reserve;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), dcpl = H5Pcreate(H5P_DATASET_CREATE), space = H5I_INVALID_HID, ft = H5I_INVALID_HID;
+    if (fapl < 0 || H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0 || H5Pset_coll_metadata_write(fapl, 1) < 0)
+        lrc = pl_fail(PL_EH5, "%s: MPI-IO file access list failed", tmp);
+    // collective: the same outcome on every rank (an MPI_File_open failure is reported everywhere)
+    if (!lrc && (w->fid = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
+        lrc = pl_fail(PL_EH5, "%s: cannot create the HDF5 file (H5Fcreate)", tmp);
+    if (!lrc) {
+        // one sample per chunk, space for every slot allocated now (independent writes into
+        // chunks need no collective allocation later), no fill: each slot is written once
+        hsize_t dims[8], maxd[8], chunk[8];
+        dims[0] = (hsize_t)reserve;
+        maxd[0] = H5S_UNLIMITED;
+        chunk[0] = 1;
+        for (int d = 0; d < lay->ndims; d++) dims[d + 1] = maxd[d + 1] = chunk[d + 1] = (hsize_t)lay->dims[d];
+        space = H5Screate_simple(lay->ndims + 1, dims, maxd);
+        ft = make_type(lay->data_type, 0, 1);
+        w->mt = make_type(lay->data_type, 0, 0);
+        if (space < 0 || dcpl < 0 || ft < 0 || w->mt < 0 || H5Pset_chunk(dcpl, lay->ndims + 1, chunk) < 0 ||
+            H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+            (w->ds = H5Dcreate2(w->fid, lay->data_name, ft, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
+            lrc = pl_fail(PL_EH5, "%s: cannot create dataset '%s' of %lld slots (disk full?)", tmp, lay->data_name, (long long)reserve);
+    }
+    if (!lrc && ((w->dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 || H5Pset_dxpl_mpio(w->dxpl, H5FD_MPIO_COLLECTIVE) < 0))
+        lrc = pl_fail(PL_EH5, "%s: transfer property list failed", tmp);
+    if (space >= 0) H5Sclose(space);
+    if (ft >= 0) H5Tclose(ft);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (fapl >= 0) H5Pclose(fapl);
+    MPI_Allreduce(&lrc, &rc, 1, MPI_INT, MPI_MIN, comm);
+    if (rc) {
+        int rank;
+        MPI_Comm_rank(comm, &rank);
+        if (lrc == 0) pl_fail(rc, "%s: not created: another rank failed (%s)", tmp, pl_err_name(rc));
+        writer_free(w);   // closes the file on every rank where it opened
+        if (rank == 0) unlink(tmp);
+        return rc;
+    }
+    *out = w;
+    return 0;
+}
+
+int h5shard_add_at(h5shard_writer *w, int64_t slot, const void *data, const void *const *colvals, int64_t nrow,
+                   const void *const *rowvals) {
+    if (!w->direct) return pl_fail(PL_EINVAL, "%s: h5shard_add_at on a spool writer (use h5shard_add)", w->path);
+    if (slot < 0 || slot >= w->reserve)
+        return pl_fail(PL_EINVAL, "%s: sample slot %lld outside the %lld reserved", w->path, (long long)slot, (long long)w->reserve);
+    int rc = reserve_sample(w, slot, nrow);
+    if (rc) return rc;
+    double t0 = pl_time();
+    rc = direct_slot_io(w, slot, (void *)data, 1);
+    w->direct_write_s += pl_time() - t0;
+    if (rc) return rc;
+    remember_sample(w, slot, colvals, nrow, rowvals);
     return 0;
 }
 
@@ -357,6 +486,52 @@ done:
     return rc;
 }
 
+// Direct mode: sample i of this rank (in key order) belongs at off + i. Slots left empty before it
+// move it down. Done in global rounds over the new positions: in a round every rank first reads
+// the samples it moves into that round's range, then (after a barrier) writes them. A read slot
+// is never one written by the compaction (a sample's old slot >= its new position, and positions
+// written so far lie below the round); a slot is only overwritten once the sample in it has been
+// read (its own new position is lower, so in this round or an earlier one). Each rank reads only
+// slots it wrote itself. Collective; returns the same code on every rank.
+static int close_holes(h5shard_writer *w, MPI_Comm comm, const int64_t *perm, int64_t off, int64_t N) {
+    if (N == w->reserve) return 0;   // the same on every rank: no empty slot, nothing moves
+    size_t round = shard_round_bytes;
+    const char *env = getenv("MP3D_SHARD_ROUND_BYTES");   // smaller rounds, for tests
+    if (env && atol(env) > 0) round = (size_t)atol(env);
+    int64_t B = (int64_t)PL_MAX((size_t)1, round / w->sample_bytes), n = w->n;
+    int lrc = 0, rc = 0;
+    uint8_t *buf = pl_malloc(w->sample_bytes * (size_t)PL_MIN(B, PL_MAX(n, (int64_t)1)), "shard compaction");
+    if (!buf) lrc = PL_ENOMEM;
+    int64_t moved = 0;
+    for (int64_t r0 = 0; r0 < N; r0 += B) {
+        // this rank's samples with new positions in [r0, r0 + B) that are not in place
+        int64_t i0 = PL_CLAMP(r0 - off, (int64_t)0, n), i1 = PL_CLAMP(r0 + B - off, (int64_t)0, n), k = 0;
+        for (int64_t i = i0; i < i1 && !lrc; i++)
+            if (w->keys[perm[i]] != off + i) lrc = direct_slot_io(w, w->keys[perm[i]], buf + (size_t)(k++) * w->sample_bytes, 0);
+        MPI_Allreduce(&lrc, &rc, 1, MPI_INT, MPI_MIN, comm);   // also the barrier between reads and writes
+        if (rc) break;
+        k = 0;
+        for (int64_t i = i0; i < i1 && !lrc; i++)
+            if (w->keys[perm[i]] != off + i) {
+                lrc = direct_slot_io(w, off + i, buf + (size_t)(k++) * w->sample_bytes, 1);
+                moved++;
+            }
+        MPI_Allreduce(&lrc, &rc, 1, MPI_INT, MPI_MIN, comm);
+        if (rc) break;
+    }
+    free(buf);
+    if (!rc) {
+        hsize_t dims[8];
+        dims[0] = (hsize_t)N;
+        for (int d = 0; d < w->lay.ndims; d++) dims[d + 1] = (hsize_t)w->lay.dims[d];
+        lrc = H5Dset_extent(w->ds, dims) < 0 ? pl_fail(PL_EH5, "%s.tmp: shrinking '%s' to %lld samples failed", w->path, w->data_name, (long long)N) : 0;
+        MPI_Allreduce(&lrc, &rc, 1, MPI_INT, MPI_MIN, comm);
+    }
+    if (rc && lrc == 0) pl_fail(rc, "%s: not written: another rank failed (%s)", w->path, pl_err_name(rc));
+    LOG_DEBUG("h5shard:%s reserved:%lld kept:%lld moved_here:%lld", w->path, (long long)w->reserve, (long long)N, (long long)moved);
+    return rc;
+}
+
 static int read_spool(const h5shard_writer *w, uint8_t *dst, int64_t i) {
     size_t left = w->sample_bytes;
     off_t at = (off_t)i * (off_t)w->sample_bytes;
@@ -382,6 +557,17 @@ static int write_file(h5shard_writer *w, MPI_Comm comm, const char *tmp, const i
     uint8_t *buf = NULL;
     int64_t n = w->n;
 
+    if (w->direct) {   // the data is in place: close the empty slots, then the tables below
+        rc = close_holes(w, comm, perm, off, N);
+        fid = w->fid;
+        dxpl = w->dxpl;
+        w->fid = w->dxpl = H5I_INVALID_HID;   // closed at done:
+        H5Dclose(w->ds);
+        H5Tclose(w->mt);
+        w->ds = w->mt = H5I_INVALID_HID;
+        if (rc) goto done;
+        goto tables;
+    }
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     SHARD_H5(fapl, "H5Pcreate(file access) failed");
     SHARD_H5(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL), "%s: H5Pset_fapl_mpio failed", tmp);
@@ -418,6 +604,7 @@ static int write_file(h5shard_writer *w, MPI_Comm comm, const char *tmp, const i
         H5Tclose(ft);
         mt = ft = H5I_INVALID_HID;
     }
+tables:
     // --- per-sample columns, permuted into key order
     for (int c = 0; c < w->lay.ncols; c++) {
         const shard_col *col = &w->cols[c];
@@ -559,16 +746,18 @@ int h5shard_finish(h5shard_writer *w, MPI_Comm comm, int local_ok, h5shard_stats
             lrc = pl_fail(PL_EIO, "%s: rename from %s failed: %s", w->path, tmp, strerror(errno));
         MPI_Allreduce(&lrc, &rc, 1, MPI_INT, MPI_MIN, comm);
     }
-    if (rc && rank == 0) unlink(tmp);
     if (stats) {
+        double dw = w->direct_write_s, dmax = 0;
+        MPI_Allreduce(&dw, &dmax, 1, MPI_DOUBLE, MPI_MAX, comm);
         stats->n_total = N;
         stats->rows_total = M;
         stats->all_collective = coll_all;
-        stats->write_seconds = pl_time() - t0;
+        stats->write_seconds = pl_time() - t0 + dmax;   // direct mode: plus the in-place writes (slowest rank)
     }
 done:
     free(perm);
-    writer_free(w);
+    writer_free(w);   // direct mode: closes the file on every rank (collective)
+    if (rc && rank == 0) unlink(tmp);
     return rc;
 }
 

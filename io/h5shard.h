@@ -56,6 +56,20 @@ int h5shard_set_attr_i64(h5shard_writer *w, const char *name, const int64_t *v, 
 int h5shard_finish(h5shard_writer *w, MPI_Comm comm, int local_ok, h5shard_stats *stats);
 void h5shard_writer_abort(h5shard_writer *w);   // not collective; drops spool; accepts NULL
 
+// Direct mode, for stages that know before reading how many samples can at most be kept and
+// where each one goes: no spool, each sample's data is written once, in place, as it is added.
+// Collective over comm: creates `path`.tmp with `reserve` data slots (the same on every rank;
+// returns the same code on every rank). h5shard_add_at writes sample data at `slot` at once
+// (independent I/O; slots unique, and every slot of rank r below every slot of rank r+1), and
+// keeps the columns and rows for h5shard_finish. Slots that stay empty (a sample that fails
+// after its slot was reserved) are closed up by h5shard_finish, which moves the later samples
+// down; without empty slots nothing moves. h5shard_finish and h5shard_writer_abort as above,
+// except that a direct writer must be finished (its file is open on every rank).
+int h5shard_writer_create_direct(h5shard_writer **w, const char *path, const shard_layout *layout, int64_t reserve,
+                                 MPI_Comm comm);
+int h5shard_add_at(h5shard_writer *w, int64_t slot, const void *data, const void *const *colvals, int64_t nrow,
+                   const void *const *rowvals);
+
 // ---- reading (no MPI; each process opens the file itself) ------------------------------------
 typedef struct h5shard_reader h5shard_reader;
 

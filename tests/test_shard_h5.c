@@ -3,7 +3,9 @@
 // dataset is byte-identical, that values equal what was added (sorted by key, bad items skipped),
 // that raw data went through collective I/O, that ranks with nothing take part, that a failure on
 // one rank leaves no file, that keys out of rank order are refused, and that a file without
-// `complete` is refused by the reader.
+// `complete` is refused by the reader. The direct writer (samples written in place into reserved
+// slots) must give the same datasets, with and without empty slots to close up (in one write
+// round and in rounds of 3 samples, across rank boundaries), and leave nothing behind on failure.
 #include <hdf5.h>
 #include <math.h>
 #include <mpi.h>
@@ -29,8 +31,12 @@ static double row_val(int64_t k, int64_t r, int j) { return (double)k + 0.25 * (
 static const shard_col g_cols[] = {{"name", SHARD_STR, 16}, {"pair", SHARD_I32, 2}};
 static const shard_col g_rows[] = {{"boxes", SHARD_F64, 4}, {"label", SHARD_I32, 1}};
 
+enum { SPOOL = 0, DIRECT_HOLES = 1, DIRECT_EXACT = 2 };
+
 // Writes items [0, nitems) split by byte size over comm into path; returns the finish code.
-static int write_items(const char *path, MPI_Comm comm, int nitems, int fail_rank, int swap_keys, h5shard_stats *st) {
+// DIRECT_HOLES reserves a slot for every item plus 2 at the end, so the bad items and the end
+// leave empty slots; DIRECT_EXACT reserves one per good item.
+static int write_items_mode(const char *path, MPI_Comm comm, int nitems, int fail_rank, int swap_keys, h5shard_stats *st, int mode) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
@@ -41,7 +47,13 @@ static int write_items(const char *path, MPI_Comm comm, int nitems, int fail_ran
     shard_layout lay = {.data_name = "images", .data_type = SHARD_I16, .ndims = 3, .dims = {D0, D1, D2},
                         .cols = g_cols, .ncols = 2, .rows = g_rows, .nrows = 2, .rows_offsets = "box_offsets"};
     h5shard_writer *w = NULL;
-    if (h5shard_writer_create(&w, path, &lay, rank)) return PL_EIO;
+    int ngood = 0;
+    for (int k = 0; k < nitems; k++) ngood += !is_bad(k);
+    if (mode == SPOOL && h5shard_writer_create(&w, path, &lay, rank)) return PL_EIO;
+    if (mode != SPOOL) {
+        int rc = h5shard_writer_create_direct(&w, path, &lay, mode == DIRECT_HOLES ? nitems + 2 : ngood, comm);
+        if (rc) return rc;
+    }
     // items added in reverse order: the writer must sort them by key
     for (int64_t k = b1 - 1; k >= b0; k--) {
         if (is_bad(k)) continue;
@@ -60,10 +72,14 @@ static int write_items(const char *path, MPI_Comm comm, int nitems, int fail_ran
         const void *rv[2] = {boxes, labels};
         int64_t key = k;
         if (swap_keys && size > 1) key = rank == 0 ? 1000 + k : k;   // rank 0 holds the largest keys
-        if (h5shard_add(w, key, data, cv, nrows_of(k), rv)) {
+        if (mode == DIRECT_EXACT)
+            for (int j = 0; j < k; j++) key -= is_bad(j);
+        int arc = mode == SPOOL ? h5shard_add(w, key, data, cv, nrows_of(k), rv) : h5shard_add_at(w, key, data, cv, nrows_of(k), rv);
+        if (arc && mode == SPOOL) {
             h5shard_writer_abort(w);
             return PL_EIO;
         }
+        if (arc) return h5shard_finish(w, comm, 0, st);   // a direct writer's file is open on every rank
     }
     double sp[3] = {0.8, 0.8, 2.5};
     int64_t ver = 7;
@@ -71,6 +87,10 @@ static int write_items(const char *path, MPI_Comm comm, int nitems, int fail_ran
     h5shard_set_attr_f64(w, "spacing", sp, 3);
     h5shard_set_attr_i64(w, "version_test", &ver, 1);
     return h5shard_finish(w, comm, rank != fail_rank, st);
+}
+
+static int write_items(const char *path, MPI_Comm comm, int nitems, int fail_rank, int swap_keys, h5shard_stats *st) {
+    return write_items_mode(path, comm, nitems, fail_rank, swap_keys, st, SPOOL);
 }
 
 // Checks the content of a file holding items [0, nitems) minus the bad ones.
@@ -201,6 +221,45 @@ int main(int argc, char **argv) {
         char sp[400];
         snprintf(sp, sizeof sp, "%s.spool.0", pa);
         CHECK(access(sp, F_OK) != 0, "spool %s left behind", sp);
+    }
+
+    // direct writer: the same datasets without empty slots, with them (one round), and with them
+    // in rounds of 3 samples (the compaction crosses rank boundaries at 2 and 3 ranks)
+    {
+        const char *tag[3] = {"exact", "holes", "rounds"};
+        int rc;
+        for (int v = 0; v < 3; v++) {
+            char pd[300];
+            snprintf(pd, sizeof pd, "%s/direct_%s.h5", dir, tag[v]);
+            if (v == 2) setenv("MP3D_SHARD_ROUND_BYTES", "144", 1);   // 3 samples of 48 bytes
+            h5shard_stats sd = {0};
+            rc = write_items_mode(pd, MPI_COMM_WORLD, NITEMS, -1, 0, &sd, v == 0 ? DIRECT_EXACT : DIRECT_HOLES);
+            unsetenv("MP3D_SHARD_ROUND_BYTES");
+            CHECK(rc == 0 && sd.n_total == NITEMS - 2, "direct %s write: rc %d n %lld", tag[v], rc, (long long)sd.n_total);
+            MPI_Barrier(MPI_COMM_WORLD);
+            if (rank == 0) {
+                check_content(pd, NITEMS);
+                check_same(pd, pa);
+                char pt[310];
+                snprintf(pt, sizeof pt, "%s.tmp", pd);
+                CHECK(access(pt, F_OK) != 0, "direct %s: %s left behind", tag[v], pt);
+            }
+        }
+        // zero samples, and a failing rank: no file, no .tmp, the error on every rank
+        char pd[300], pdt[310];
+        snprintf(pd, sizeof pd, "%s/direct_zero.h5", dir);
+        h5shard_stats sd = {0};
+        CHECK(write_items_mode(pd, MPI_COMM_WORLD, 0, -1, 0, &sd, DIRECT_HOLES) == 0 && sd.n_total == 0, "direct: empty write");
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (rank == 0) check_content(pd, 0);
+        snprintf(pd, sizeof pd, "%s/direct_bad.h5", dir);
+        snprintf(pdt, sizeof pdt, "%s.tmp", pd);
+        pl_quiet_begin();
+        rc = write_items_mode(pd, MPI_COMM_WORLD, NITEMS, size - 1, 0, NULL, DIRECT_HOLES);
+        pl_quiet_end();
+        CHECK(rc < 0, "direct, failing rank: rc %d", rc);
+        MPI_Barrier(MPI_COMM_WORLD);
+        CHECK(access(pd, F_OK) != 0 && access(pdt, F_OK) != 0, "failed direct write left %s or its .tmp", pd);
     }
 
     // fewer items than ranks: some ranks add nothing and still take part

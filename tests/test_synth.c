@@ -719,6 +719,53 @@ static void check_stage(int rank) {
     }
 }
 
+// synth.imagenet_side_min/max: every ImageNet image has both sides in [333, 500] (real ImageNet
+// sizes, for the vdt throughput benchmark); a half-set or inverted range is a usage error.
+static void check_sides(int rank) {
+    if (rank == 0) {
+        const char *dir = "synth_test_sides";
+        rm_rf(dir);
+        synth_opts o = {.out = dir, .scale = SYNTH_TINY, .seed = 3, .datasets = SYNTH_IMAGENET, .in_side_lo = 333, .in_side_hi = 500};
+        synth_stats st;
+        CHECK(synth_generate(&st, &o) == 0, "%s", pl_last_error());
+        char path[300];
+        snprintf(path, sizeof path, "%s/imagenet/ILSVRC2012_img_val.tar", dir);
+        arc_reader *r = NULL;
+        int n = 0, out_of_range = 0, lo = 1 << 30, hi = 0;
+        CHECK(arc_open_file(&r, path) == 0, "%s", pl_last_error());
+        const char *nm;
+        int64_t sz;
+        while (r && arc_next(r, &nm, &sz) == 1) {
+            uint8_t *b = NULL, *px = NULL;
+            size_t len = 0;
+            int w = 0, h = 0;
+            if (arc_read_entry(r, &b, &len) == 0 && img_decode_rgb8(&px, &w, &h, b, len, nm) == 0) {
+                n++;
+                out_of_range += w < 333 || w > 500 || h < 333 || h > 500;
+                lo = PL_MIN(lo, PL_MIN(w, h));
+                hi = PL_MAX(hi, PL_MAX(w, h));
+            }
+            free(b);
+            free(px);
+        }
+        arc_close(r);
+        printf("imagenet sides 333..500: val images:%d sides %d..%d\n", n, lo, hi);
+        CHECK(n == 8 && out_of_range == 0, "%d val images, %d with a side outside 333..500", n, out_of_range);
+        if (!g_fail) rm_rf(dir);
+    }
+    const char *bad[2][4] = {{"output.dir=synth_test_sides_bad", "synth.datasets=imagenet", "synth.imagenet_side_min=400", "synth.imagenet_side_max=0"},
+                             {"output.dir=synth_test_sides_bad", "synth.datasets=imagenet", "synth.imagenet_side_min=500", "synth.imagenet_side_max=400"}};
+    for (int k = 0; k < 2; k++) {
+        pl_cfg *cfg = NULL;
+        CHECK(cfg_load(&cfg, NULL, bad[k], 4) == 0, "cfg %d", k);
+        pl_quiet_begin();
+        int code = cfg ? stage_synth_run(cfg, MPI_COMM_WORLD) : -1;
+        pl_quiet_end();
+        CHECK(code == MP3D_EXIT_USAGE, "imagenet sides %s / %s: exit %d, want 2", bad[k][2], bad[k][3], code);
+        cfg_destroy(cfg);
+    }
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank = 0, size = 1;
@@ -750,6 +797,7 @@ int main(int argc, char **argv) {
         check_rank_split(a, "synth_test_d", seed);
         check_rerun(c);
         check_stage(rank);
+        check_sides(rank);
         if (!g_fail) {
             rm_rf(a);
             rm_rf(b);

@@ -34,7 +34,7 @@ typedef struct {
     int64_t row0, nrow;     // rows[row0 .. row0+nrow) of the sorted table are its lesions
     int split;              // 1..3
     int key;                // Key_slice_index
-    int64_t key_in_split;   // order key inside its split file
+    int64_t slot;           // place in its split file, -1 when it cannot be kept (see step 3b)
     int series;             // index into the series list
 } pp_sample;
 
@@ -268,6 +268,12 @@ static int64_t find_dir(const pp_sources *s, const char *dir) {
     return lo < s->nent && !strcmp(s->ent[lo].dir, dir) ? lo : -1;
 }
 
+static int has_entry(const pp_sources *s, const char *dir, int slice) {
+    for (int64_t e = find_dir(s, dir); e >= 0 && e < s->nent && !strcmp(s->ent[e].dir, dir); e++)
+        if (s->ent[e].slice == slice) return 1;
+    return 0;
+}
+
 // ---------------------------------------------------------------------------- per series work
 
 typedef struct {
@@ -336,6 +342,29 @@ static int16_t clip_round(float v, double lo, double hi) {
     return (int16_t)lrint(d);
 }
 
+// One stored slice straight from its source slices when no xy resampling is needed: HU =
+// value - 32768, z blend, round, clip, in one pass without the float stack. The same numbers as
+// the general path (the same float expression; rint(clamp(v, lo, hi)) = clamp(rint(v), rint(lo),
+// rint(hi)) as rint is monotone). Rounding adds and subtracts 1.5 * 2^23, which rounds |v| <
+// 2^22 to nearest-even exactly like lrint() and vectorizes; v lies in [-32768, 32767] here.
+static void blend_clip(int16_t *restrict o, const uint16_t *restrict a, const uint16_t *restrict b, float fw, size_t n, int32_t lo,
+                       int32_t hi) {
+    if (fw == 0.0f || a == b) {
+        for (size_t i = 0; i < n; i++) {
+            int32_t v = (int32_t)a[i] - 32768;
+            o[i] = (int16_t)(v < lo ? lo : v > hi ? hi : v);
+        }
+        return;
+    }
+    const float aw = 1.0f - fw, off = (float)HU_OFFSET, magic = 12582912.0f, flo = (float)lo, fhi = (float)hi;
+    for (size_t i = 0; i < n; i++) {
+        float v = aw * ((float)a[i] - off) + fw * ((float)b[i] - off);
+        float r = (v + magic) - magic;
+        r = r < flo ? flo : r > fhi ? fhi : r;
+        o[i] = (int16_t)(int32_t)r;
+    }
+}
+
 // The stored size of a split without preprocess.size: the Image_size most of its key slices
 // have (not the first row's: one wrong cell must cost one sample, not the split). Key slices of
 // another size are quarantined one by one when processed.
@@ -402,7 +431,28 @@ static int process_sample(pp_ctx *cx, const pp_sample *sm, const pp_series *se, 
     int32_t replaced[MAX_D];
     int reported[2 * MAX_D], nreported = 0;   // each replaced slice is listed once per sample
     size_t plane = (size_t)W * (size_t)H;
-    if (grow_f(&cx->stack, &cx->stack_cap, plane * (size_t)D)) return PL_ENOMEM;
+    // xy: optional resampling to spacing_mm, or a resize of the longer side to `size`, then a
+    // centred pad/crop to size x size. stored = s * (orig0 + 0.5) - 0.5 + pad  (0-based centres)
+    double sx = 1, sy = 1;
+    int rw = W, rh = H;
+    if (pp->spacing_mm > 0) {
+        rw = (int)lrint(W * l0->spacing[0] / pp->spacing_mm);
+        rh = (int)lrint(H * l0->spacing[1] / pp->spacing_mm);
+    } else if (pp->size > 0 && (W != pp->size || H != pp->size)) {
+        double s = (double)pp->size / PL_MAX(W, H);
+        rw = (int)lrint(W * s);
+        rh = (int)lrint(H * s);
+    }
+    rw = PL_MAX(rw, 1);
+    rh = PL_MAX(rh, 1);
+    sx = (double)rw / W;
+    sy = (double)rh / H;
+    int ow = pp->size > 0 ? pp->size : rw, oh = pp->size > 0 ? pp->size : rh;
+    int padx = (ow - rw) / 2, pady = (oh - rh) / 2;   // negative = crop
+    // the common case (no resampling, no pad): each stored slice is built in place in one pass
+    int direct = rw == W && rh == H && padx == 0 && pady == 0 && ow == pp->out_w[sm->split] && oh == pp->out_h[sm->split];
+    int32_t ilo = (int32_t)lrint(pp->hu_min), ihi = (int32_t)lrint(pp->hu_max);
+    if (!direct && grow_f(&cx->stack, &cx->stack_cap, plane * (size_t)D)) return PL_ENOMEM;
     // z: linear interpolation between neighbouring slices, unreadable ones replaced by the
     // nearest readable slice towards the key slice
     for (int j = 0; j < D; j++) {
@@ -439,6 +489,10 @@ static int process_sample(pp_ctx *cx, const pp_sample *sm, const pp_series *se, 
         src[2 * j + 1] = got[1];
         wgt[j] = (float)f;
         const uint16_t *a = sl[got[0] - se->lo].px, *b = sl[got[1] - se->lo].px;
+        if (direct) {
+            blend_clip(cx->out + (size_t)j * plane, a, got[0] == got[1] ? a : b, (float)f, plane, ilo, ihi);
+            continue;
+        }
         float *o = cx->stack + (size_t)j * plane;
         float fw = (float)f, aw = 1.0f - fw, off = (float)HU_OFFSET;
         if (got[0] == got[1] || fw == 0.0f)
@@ -446,23 +500,6 @@ static int process_sample(pp_ctx *cx, const pp_sample *sm, const pp_series *se, 
         else
             for (size_t i = 0; i < plane; i++) o[i] = aw * ((float)a[i] - off) + fw * ((float)b[i] - off);
     }
-    // xy: optional resampling to spacing_mm, or a resize of the longer side to `size`, then a
-    // centred pad/crop to size x size. stored = s * (orig0 + 0.5) - 0.5 + pad  (0-based centres)
-    double sx = 1, sy = 1;
-    int rw = W, rh = H;
-    if (pp->spacing_mm > 0) {
-        rw = (int)lrint(W * l0->spacing[0] / pp->spacing_mm);
-        rh = (int)lrint(H * l0->spacing[1] / pp->spacing_mm);
-    } else if (pp->size > 0 && (W != pp->size || H != pp->size)) {
-        double s = (double)pp->size / PL_MAX(W, H);
-        rw = (int)lrint(W * s);
-        rh = (int)lrint(H * s);
-    }
-    rw = PL_MAX(rw, 1);
-    rh = PL_MAX(rh, 1);
-    sx = (double)rw / W;
-    sy = (double)rh / H;
-    int ow = pp->size > 0 ? pp->size : rw, oh = pp->size > 0 ? pp->size : rh;
     if (ow != pp->out_w[sm->split] || oh != pp->out_h[sm->split]) {
         char why[200];
         snprintf(why, sizeof why, "image is %dx%d, the %s file holds %dx%d (set preprocess.size to resize)", ow, oh, SPLIT_NAMES[sm->split],
@@ -471,8 +508,7 @@ static int process_sample(pp_ctx *cx, const pp_sample *sm, const pp_series *se, 
         cx->skipped++;
         return 0;
     }
-    int padx = (ow - rw) / 2, pady = (oh - rh) / 2;   // negative = crop
-    for (int j = 0; j < D; j++) {
+    for (int j = 0; j < D && !direct; j++) {
         const float *in = cx->stack + (size_t)j * plane;
         int16_t *o = cx->out + (size_t)j * (size_t)ow * (size_t)oh;
         if (rw == W && rh == H && padx == 0 && pady == 0) {
@@ -526,11 +562,16 @@ static int process_sample(pp_ctx *cx, const pp_sample *sm, const pp_series *se, 
     double stored_sp[3] = {l0->spacing[0] / sx, l0->spacing[1] / sy, pp->interval};
     const void *cv[] = {fname, &split, ids, spacing, stored_sp, affine, isz, l0->window, src, wgt, replaced, &nrep};
     const void *rv[] = {bx, bxo, rc_, rco, dmm, ity, noisy, line};
-    int rc = h5shard_add(cx->w[sm->split], sm->key_in_split, cx->out, cv, m, rv);
+    int rc = 0;
+    if (sm->slot < 0)   // listed after the index was built (cannot happen with the same archives)
+        quarantine_add(cx->q, fname, key_ent, "key slice not in the archive index built at the start (archive changed while read?)", 1);
+    else
+        rc = h5shard_add_at(cx->w[sm->split], sm->slot, cx->out, cv, m, rv);
     free(bx);
     cx->t_proc += pl_time() - t0;
     if (rc) return rc;
-    cx->kept++;
+    if (sm->slot < 0) cx->skipped++;
+    else cx->kept++;
     return 0;
 }
 
@@ -634,7 +675,6 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
     sm = pl_calloc((size_t)PL_MAX(t.n, (int64_t)1), sizeof *sm, "samples");
     se = pl_calloc((size_t)PL_MAX(t.n, (int64_t)1), sizeof *se, "series");
     if (!sm || !se) { rc = PL_ENOMEM; goto done; }
-    int64_t per_split[4] = {0};
     size_votes votes[4] = {{0}};
     for (int64_t i = 0; i < t.n;) {
         int64_t j = i + 1;
@@ -642,7 +682,7 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
         const dl_lesion *l = &t.rows[i];
         if (l->split >= 1 && l->split <= 3 && todo[l->split]) {
             pp_sample *s = &sm[nsm];
-            *s = (pp_sample){.row0 = i, .nrow = j - i, .split = l->split, .key = l->key_slice, .key_in_split = per_split[l->split]++};
+            *s = (pp_sample){.row0 = i, .nrow = j - i, .split = l->split, .key = l->key_slice, .slot = -1};
             char dir[32];
             dlinfo_series_dir(l, dir, sizeof dir);
             if (nse == 0 || strcmp(se[nse - 1].dir, dir)) {
@@ -676,6 +716,15 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
     }
     int64_t b0 = 0, b1 = 0;
     if ((rc = worksplit_range(&b0, &b1, bytes, nse, rank, size))) goto done;
+    // 3b. places: a sample whose key slice is listed and whose slice interval is > 0 takes the
+    // next place of its split file (the same on every rank, as the index is), and its data is
+    // written there as soon as it is built. One that fails later (a key slice that does not
+    // decode or has another size) leaves its place empty; the writer closes the gap at the end.
+    int64_t reserve[4] = {0};
+    for (int64_t i = 0; i < nsm; i++) {
+        pp_sample *s = &sm[i];
+        if (t.rows[s->row0].spacing[2] > 0 && has_entry(&src, se[s->series].dir, s->key)) s->slot = reserve[s->split]++;
+    }
 
     // 4. writers, one per split (output size fixed per file)
     static const shard_col cols_tmpl[] = {
@@ -701,7 +750,7 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
                             .rows = rows, .nrows = 8, .rows_offsets = "lesion_offsets"};
         pp.out_h[s] = oh;
         pp.out_w[s] = ow;
-        rc = h5shard_writer_create(&cx.w[s], paths[s], &lay, rank);
+        rc = h5shard_writer_create_direct(&cx.w[s], paths[s], &lay, reserve[s], comm);   // collective
         out_h = PL_MAX(out_h, oh);
         out_w = PL_MAX(out_w, ow);
     }

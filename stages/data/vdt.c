@@ -123,22 +123,27 @@ static int resize_crop(uint8_t *out, const uint8_t *rgb, int w, int h, int S, in
                 dst[3 * i + 2] = a2;
             }
         }
-        for (int j = 0; j < C && !rc; j++) {   // vertical, into planes
+        // vertical, a whole output row at a time (contiguous, vectorizes; the same sums in the
+        // same order as per pixel), then rounded into the planes
+        float *acc = rc ? NULL : pl_malloc(sizeof(float) * (size_t)C * 3, "resize row");
+        if (!rc && !acc) rc = PL_ENOMEM;
+        for (int j = 0; j < C && !rc; j++) {
             const float *wt = ay.w + (size_t)j * (size_t)ay.taps;
-            for (int i = 0; i < C; i++) {
-                float a[3] = {0, 0, 0};
-                for (int t = 0; t < ay.count[j]; t++) {
-                    const float *p = tmp + ((size_t)(ay.first[j] + t - r0) * (size_t)C + (size_t)i) * 3;
-                    a[0] += wt[t] * p[0];
-                    a[1] += wt[t] * p[1];
-                    a[2] += wt[t] * p[2];
-                }
-                for (int c = 0; c < 3; c++) {
-                    float v = nearbyintf(a[c]);
-                    out[((size_t)c * (size_t)C + (size_t)j) * (size_t)C + (size_t)i] = (uint8_t)PL_CLAMP(v, 0.0f, 255.0f);
+            const size_t row = (size_t)C * 3;
+            for (size_t k = 0; k < row; k++) acc[k] = 0;
+            for (int t = 0; t < ay.count[j]; t++) {
+                const float *p = tmp + (size_t)(ay.first[j] + t - r0) * row, wv = wt[t];
+                for (size_t k = 0; k < row; k++) acc[k] += wv * p[k];
+            }
+            for (int c = 0; c < 3; c++) {
+                uint8_t *o = out + ((size_t)c * (size_t)C + (size_t)j) * (size_t)C;
+                for (int i = 0; i < C; i++) {
+                    float v = nearbyintf(acc[(size_t)i * 3 + (size_t)c]);
+                    o[i] = (uint8_t)PL_CLAMP(v, 0.0f, 255.0f);
                 }
             }
         }
+        free(acc);
     }
     free(tmp);
     axis_free(&ax);

@@ -120,6 +120,13 @@ static int synth_opts_from_cfg(synth_opts *o, const pl_cfg *cfg, int rank, int s
     }
     if (synth_parse_scale(&o->scale, cfg_str(cfg, "synth.scale"))) return MP3D_EXIT_USAGE;
     if (synth_parse_datasets(&o->datasets, cfg_str(cfg, "synth.datasets"))) return MP3D_EXIT_USAGE;
+    o->in_side_lo = (int)cfg_int(cfg, "synth.imagenet_side_min");
+    o->in_side_hi = (int)cfg_int(cfg, "synth.imagenet_side_max");
+    if ((o->in_side_lo > 0) != (o->in_side_hi > 0) || o->in_side_lo > o->in_side_hi || (o->in_side_lo > 0 && o->in_side_lo < 16)) {
+        pl_fail(PL_EINVAL, "synth.imagenet_side_min = %d, synth.imagenet_side_max = %d: give both, 16 <= min <= max (or both 0)",
+                o->in_side_lo, o->in_side_hi);
+        return MP3D_EXIT_USAGE;
+    }
     return 0;
 }
 

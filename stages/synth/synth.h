@@ -20,6 +20,7 @@ typedef struct {
     int rank, size;           // this process's share of the work (size 0 or 1: all of it)
     int progress;             // 1: progress lines/bar on stderr (rank 0 of the stage)
     double progress_interval; // seconds between progress lines in batch logs
+    int in_side_lo, in_side_hi; // ImageNet image sides in px; 0 = the scale's
 } synth_opts;
 
 // What was written (for logs and tests).

@@ -297,7 +297,12 @@ done:
 }
 
 int synth_write_imagenet(synth_stats *st, const synth_opts *o, const char *dir) {
-    const in_scale_par *sp = &IN_SCALES[o->scale];
+    in_scale_par par = IN_SCALES[o->scale];
+    if (o->in_side_lo > 0 && o->in_side_hi >= o->in_side_lo) {   // e.g. 333..500: real ImageNet's sizes
+        par.side_lo = o->in_side_lo;
+        par.side_hi = o->in_side_hi;
+    }
+    const in_scale_par *sp = &par;
     int rc = pl_mkdir_p(dir);
     if (rc) return rc;
     // the previous run's index files go first: an interrupted run must not look complete

@@ -193,12 +193,13 @@ int main(int argc, char **argv) {
     // ---- preprocess
     pname *need = NULL;
     int64_t keys = 0, nneed = needed_pngs(&need, dl, &keys);
-    if (rank == 0) {
+    if (nneed < 0 && rank == 0) printf("preprocess: no %s/DL_info.csv, skipped\n", dl);
+    if (nneed >= 0 && rank == 0) {
         printf("preprocess: key_slices:%lld pngs_read:%lld ranks:%d reps:%d\n", (long long)keys, (long long)nneed, size, reps);
         printf("| rep | ranks | decode-only slices/s | decode-only key slices/s | preprocess key slices/s | preprocess / decode-only | other CPU s |\n");
         printf("|---|---|---|---|---|---|---|\n");
     }
-    for (int rep = 0; rep < reps; rep++) {
+    for (int rep = 0; rep < reps && nneed >= 0; rep++) {
         for (int np = 1; np <= size; np += size - 1 > 0 ? size - 1 : 1) {
             MPI_Comm comm = np == 1 ? c1 : MPI_COMM_WORLD;
             MPI_Barrier(MPI_COMM_WORLD);
