@@ -8,6 +8,7 @@
 
 #include "nn/bbox_head.h"
 #include "nn/fpn.h"
+#include "nn/parallel.h"
 #include "nn/pl.h"
 #include "nn/rpn_head.h"
 
@@ -159,7 +160,7 @@ int detector_train_step(detector *d, double loss[4], const float *x, nn_dims in,
     if ((rc = bbox_head_forward(d->bb, pf, pd))) return rc;
     if ((rc = bbox_head_loss(d->bb, &loss[2], &loss[3]))) return rc;
     nn_params *p = nn_net_params(d->net);
-    memset(p->grads, 0, p->nparams * sizeof(float));   // heads accumulate; the net overwrites its own
+    nn_parallel_zero(p->grads, (int64_t)p->nparams);  // heads accumulate; the net overwrites its own
     float *dpf[5];
     for (int l = 0; l < 5; l++) dpf[l] = fpn_output_grad(d->f, l);
     if ((rc = bbox_head_backward(d->bb, dpf))) return rc;
@@ -169,7 +170,7 @@ int detector_train_step(detector *d, double loss[4], const float *x, nn_dims in,
         nn_dims od;
         nn_net_output(d->net, k, &od);
         dc[k] = nn_net_output_grad(d->net, k);
-        memset(dc[k], 0, sizeof(float) * (size_t)nn_dims_count(od));
+        nn_parallel_zero(dc[k], nn_dims_count(od));
     }
     if ((rc = fpn_backward(d->f, dc))) return rc;
     if ((rc = nn_net_backward(d->net, NULL, NULL))) return rc;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "nn/nn_impl.h"
+#include "nn/parallel.h"
 #include "nn/pl.h"
 
 static const size_t NN_DEFAULT_WS_BYTES = 256u << 20;  // issue 9: 256 MB default bound
@@ -354,7 +355,7 @@ static float *input_grad(nn_net *net, int tid) {
     nn_tensor *t = &net->t[tid];
     if (!t->grad) return NULL;
     if (!t->zeroed) {
-        memset(t->grad, 0, (size_t)nn_dims_count(t->dims) * sizeof(float));
+        nn_parallel_zero(t->grad, nn_dims_count(t->dims));
         t->zeroed = 1;
     }
     return t->grad;
@@ -373,7 +374,7 @@ int nn_net_backward(nn_net *net, nn_grad_ready_fn cb, void *ctx) {
             poff = p->info[op->pidx[0]].offset;
             const nn_param_info *last = &p->info[op->pidx[op->npar - 1]];
             pcount = last->offset + last->count - poff;
-            memset(p->grads + poff, 0, pcount * sizeof(float));
+            nn_parallel_zero(p->grads + poff, (int64_t)pcount);
         }
         nn_dims d = op_in_dims(net, op);
         nn_tensor *to = &net->t[op->out];

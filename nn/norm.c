@@ -16,7 +16,61 @@ typedef struct {
     const groupnorm *gn;
     nn_dims d;
     int train, relu;
+    double *buf;  // sync paths: per-channel sums (all-reduced between passes)
+    double m;     // sync paths: the global count of values per channel
 } norm_ctx;
+
+// Channel sums over one plane in 8 interleaved double lanes, added in a fixed order at the end:
+// the compiler can vectorise them (a single running double sum is one long dependency chain),
+// and the bits do not depend on the thread count. NL = lanes.
+enum { NL = 8 };
+static inline double lanes_total(const double *acc) {
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static double plane_sum(const float *x, int64_t n) {
+    double acc[NL] = {0};
+    int64_t i = 0;
+    for (; i + NL <= n; i += NL)
+        for (int j = 0; j < NL; j++) acc[j] += x[i + j];
+    for (int j = 0; i < n; i++, j++) acc[j] += x[i];
+    return lanes_total(acc);
+}
+
+static double plane_sq_dev(const float *x, int64_t n, double mu) {
+    double acc[NL] = {0};
+    int64_t i = 0;
+    for (; i + NL <= n; i += NL)
+        for (int j = 0; j < NL; j++) {
+            double t = x[i + j] - mu;
+            acc[j] += t * t;
+        }
+    for (int j = 0; i < n; i++, j++) {
+        double t = x[i] - mu;
+        acc[j] += t * t;
+    }
+    return lanes_total(acc);
+}
+
+// sum g and sum g*(x - mu) over one plane, g = dy masked by y > 0 when relu (the fused ReLU).
+static void plane_grad_sums(const float *x, const float *dy, const float *y, int64_t n, float mu, int relu,
+                            double *sg, double *sgx) {
+    double a[NL] = {0}, ax[NL] = {0};
+    int64_t i = 0;
+    for (; i + NL <= n; i += NL)
+        for (int j = 0; j < NL; j++) {
+            float g = (!relu || y[i + j] > 0) ? dy[i + j] : 0.0f;
+            a[j] += g;
+            ax[j] += (double)(g * (x[i + j] - mu));
+        }
+    for (int j = 0; i < n; i++, j++) {
+        float g = (!relu || y[i] > 0) ? dy[i] : 0.0f;
+        a[j] += g;
+        ax[j] += (double)(g * (x[i] - mu));
+    }
+    *sg = lanes_total(a);
+    *sgx = lanes_total(ax);
+}
 
 static void bn_forward_range(void *vc, int64_t c0, int64_t c1) {
     const norm_ctx *k = vc;
@@ -30,18 +84,9 @@ static void bn_forward_range(void *vc, int64_t c0, int64_t c1) {
         double mu, var;
         if (train) {
             double s = 0, s2 = 0;
-            for (int64_t n = 0; n < d.n; n++) {
-                const float *xp = x + (n * d.c + c) * sp;
-                for (int64_t i = 0; i < sp; i++) s += xp[i];
-            }
+            for (int64_t n = 0; n < d.n; n++) s += plane_sum(x + (n * d.c + c) * sp, sp);
             mu = s / (double)m;
-            for (int64_t n = 0; n < d.n; n++) {
-                const float *xp = x + (n * d.c + c) * sp;
-                for (int64_t i = 0; i < sp; i++) {
-                    double t = xp[i] - mu;
-                    s2 += t * t;
-                }
-            }
+            for (int64_t n = 0; n < d.n; n++) s2 += plane_sq_dev(x + (n * d.c + c) * sp, sp, mu);
             var = s2 / (double)m;
             double unbiased = m > 1 ? s2 / (double)(m - 1) : var;
             l->running_mean[c] = (float)((1.0 - l->momentum) * l->running_mean[c] + l->momentum * mu);
@@ -75,95 +120,122 @@ static int64_t norm_min_channels(nn_dims d) {
 }
 
 // Synchronised training forward: global count and sum, then the global sum of squared
-// deviations from the global mean (two passes, as the single-replica path, for accuracy).
-static void bn_forward_sync(float *y, float *mean, float *invstd, const float *x, const batchnorm3d *l,
-                            nn_dims d, int relu) {
-    const int64_t sp = nn_dims_spatial(d), C = d.c;
-    double buf[2 * 4096 + 1];
-    PL_ASSERT(C <= 4096);
-    for (int64_t c = 0; c < C; c++) {
+// deviations from the global mean (two passes, as the single-replica path, for accuracy). The
+// per-channel passes run in parallel over channels; the all-reduces between them on the caller.
+static void bns_sum_range(void *vc, int64_t c0, int64_t c1) {
+    const norm_ctx *k = vc;
+    const int64_t sp = nn_dims_spatial(k->d), C = k->d.c;
+    for (int64_t c = c0; c < c1; c++) {
         double s = 0;
-        for (int64_t n = 0; n < d.n; n++) {
-            const float *xp = x + (n * C + c) * sp;
-            for (int64_t i = 0; i < sp; i++) s += xp[i];
-        }
-        buf[c] = s;
+        for (int64_t n = 0; n < k->d.n; n++) s += plane_sum(k->x + (n * C + c) * sp, sp);
+        k->buf[c] = s;
     }
-    buf[C] = (double)(d.n * sp);
-    l->sync(l->sync_ctx, buf, (int)C + 1);
-    const double m = buf[C];
-    for (int64_t c = 0; c < C; c++) {
-        const double mu = m > 0 ? buf[c] / m : 0;
+}
+
+static void bns_dev_range(void *vc, int64_t c0, int64_t c1) {
+    const norm_ctx *k = vc;
+    const int64_t sp = nn_dims_spatial(k->d), C = k->d.c;
+    for (int64_t c = c0; c < c1; c++) {
+        const double mu = k->m > 0 ? k->buf[c] / k->m : 0;
         double s2 = 0;
-        for (int64_t n = 0; n < d.n; n++) {
-            const float *xp = x + (n * C + c) * sp;
-            for (int64_t i = 0; i < sp; i++) {
-                double t = xp[i] - mu;
-                s2 += t * t;
-            }
-        }
-        buf[C + 1 + c] = s2;
-        mean[c] = (float)mu;
+        for (int64_t n = 0; n < k->d.n; n++) s2 += plane_sq_dev(k->x + (n * C + c) * sp, sp, mu);
+        k->buf[C + 1 + c] = s2;
+        k->mean[c] = (float)mu;
     }
-    l->sync(l->sync_ctx, buf + C + 1, (int)C);
-    for (int64_t c = 0; c < C; c++) {
-        const double mu = mean[c], s2 = buf[C + 1 + c];
+}
+
+static void bns_norm_range(void *vc, int64_t c0, int64_t c1) {
+    const norm_ctx *k = vc;
+    const batchnorm3d *l = k->bn;
+    const int64_t sp = nn_dims_spatial(k->d), C = k->d.c;
+    const double m = k->m;
+    for (int64_t c = c0; c < c1; c++) {
+        const double mu = k->mean[c], s2 = k->buf[C + 1 + c];
         const double var = m > 0 ? s2 / m : 0, unbiased = m > 1 ? s2 / (m - 1) : var;
         l->running_mean[c] = (float)((1.0 - l->momentum) * l->running_mean[c] + l->momentum * mu);
         l->running_var[c] = (float)((1.0 - l->momentum) * l->running_var[c] + l->momentum * unbiased);
         const double is = 1.0 / sqrt(var + (double)l->eps);
-        invstd[c] = (float)is;
+        k->invstd[c] = (float)is;
         const float a = (float)(l->gamma[c] * is), b = l->beta[c], mf = (float)mu;
-        for (int64_t n = 0; n < d.n; n++) {
-            const float *xp = x + (n * C + c) * sp;
-            float *yp = y + (n * C + c) * sp;
+        for (int64_t n = 0; n < k->d.n; n++) {
+            const float *xp = k->x + (n * C + c) * sp;
+            float *yp = k->y + (n * C + c) * sp;
             for (int64_t i = 0; i < sp; i++) {
                 float v = (xp[i] - mf) * a + b;
-                yp[i] = (relu && v < 0) ? 0 : v;
+                yp[i] = (k->relu && v < 0) ? 0 : v;
             }
         }
     }
 }
 
-// Synchronised training backward: dgamma/dbeta get the local sums (the gradient all-reduce adds
-// the replicas'); dx uses the global sums and the global count.
-static void bn_backward_sync(float *dx, const float *dy, const float *x, const float *y, const float *mean,
-                             const float *invstd, const batchnorm3d *l, nn_dims d, int relu) {
-    const int64_t sp = nn_dims_spatial(d), C = d.c;
+static void bn_forward_sync(float *y, float *mean, float *invstd, const float *x, const batchnorm3d *l,
+                            nn_dims d, int relu) {
+    const int64_t C = d.c;
     double buf[2 * 4096 + 1];
     PL_ASSERT(C <= 4096);
-    for (int64_t c = 0; c < C; c++) {
-        const float mu = mean[c];
+    norm_ctx k = {.y = y, .mean = mean, .invstd = invstd, .x = x, .bn = l, .d = d, .relu = relu, .buf = buf};
+    nn_parallel_for(C, norm_min_channels(d), bns_sum_range, &k);
+    buf[C] = (double)(d.n * nn_dims_spatial(d));
+    l->sync(l->sync_ctx, buf, (int)C + 1);
+    k.m = buf[C];
+    nn_parallel_for(C, norm_min_channels(d), bns_dev_range, &k);
+    l->sync(l->sync_ctx, buf + C + 1, (int)C);
+    nn_parallel_for(C, norm_min_channels(d), bns_norm_range, &k);
+}
+
+// Synchronised training backward: dgamma/dbeta get the local sums (the gradient all-reduce adds
+// the replicas'); dx uses the global sums and the global count.
+static void bnsb_sum_range(void *vc, int64_t c0, int64_t c1) {
+    const norm_ctx *k = vc;
+    const batchnorm3d *l = k->bn;
+    const int64_t sp = nn_dims_spatial(k->d), C = k->d.c;
+    for (int64_t c = c0; c < c1; c++) {
         double sg = 0, sgx = 0;
-        for (int64_t n = 0; n < d.n; n++) {
+        for (int64_t n = 0; n < k->d.n; n++) {
             const int64_t off = (n * C + c) * sp;
-            for (int64_t i = 0; i < sp; i++) {
-                float g = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
-                sg += g;
-                sgx += (double)g * (x[off + i] - mu);
-            }
+            double a, ax;
+            plane_grad_sums(k->x + off, k->dy + off, k->yin + off, sp, k->cmean[c], k->relu, &a, &ax);
+            sg += a;
+            sgx += ax;
         }
-        sgx *= invstd[c];
+        sgx *= k->cinvstd[c];
         l->dbeta[c] += (float)sg;
         l->dgamma[c] += (float)sgx;
-        buf[c] = sg;
-        buf[C + c] = sgx;
+        k->buf[c] = sg;
+        k->buf[C + c] = sgx;
     }
-    buf[2 * C] = (double)(d.n * sp);
-    l->sync(l->sync_ctx, buf, 2 * (int)C + 1);
-    if (!dx) return;
-    const double m = buf[2 * C];
-    for (int64_t c = 0; c < C; c++) {
-        const float mu = mean[c], is = invstd[c], kk = l->gamma[c] * is;
-        const float mg = (float)(buf[c] / m), mgx = (float)(buf[C + c] / m);
-        for (int64_t n = 0; n < d.n; n++) {
+}
+
+static void bnsb_dx_range(void *vc, int64_t c0, int64_t c1) {
+    const norm_ctx *k = vc;
+    const int64_t sp = nn_dims_spatial(k->d), C = k->d.c;
+    const float *x = k->x, *dy = k->dy, *y = k->yin;
+    for (int64_t c = c0; c < c1; c++) {
+        const float mu = k->cmean[c], is = k->cinvstd[c], kk = k->bn->gamma[c] * is;
+        const float mg = (float)(k->buf[c] / k->m), mgx = (float)(k->buf[C + c] / k->m);
+        for (int64_t n = 0; n < k->d.n; n++) {
             const int64_t off = (n * C + c) * sp;
             for (int64_t i = 0; i < sp; i++) {
-                float g = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
-                dx[off + i] += kk * (g - mg - (x[off + i] - mu) * is * mgx);
+                float g = (!k->relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
+                k->dx[off + i] += kk * (g - mg - (x[off + i] - mu) * is * mgx);
             }
         }
     }
+}
+
+static void bn_backward_sync(float *dx, const float *dy, const float *x, const float *y, const float *mean,
+                             const float *invstd, const batchnorm3d *l, nn_dims d, int relu) {
+    const int64_t C = d.c;
+    double buf[2 * 4096 + 1];
+    PL_ASSERT(C <= 4096);
+    norm_ctx k = {.dx = dx, .dy = dy, .x = x, .yin = y, .cmean = mean, .cinvstd = invstd, .bn = l,
+                  .d = d, .relu = relu, .buf = buf};
+    nn_parallel_for(C, norm_min_channels(d), bnsb_sum_range, &k);
+    buf[2 * C] = (double)(d.n * nn_dims_spatial(d));
+    l->sync(l->sync_ctx, buf, 2 * (int)C + 1);
+    if (!dx) return;
+    k.m = buf[2 * C];
+    nn_parallel_for(C, norm_min_channels(d), bnsb_dx_range, &k);
 }
 
 void batchnorm3d_forward(float *y, float *mean, float *invstd, const float *x,
@@ -192,13 +264,8 @@ static void bn_backward_range(void *vc, int64_t c0, int64_t c1) {
         double sg = 0, sgx = 0;  // sum dy, sum dy*xhat (ReLU-masked)
         for (int64_t n = 0; n < d.n; n++) {
             const int64_t off = (n * d.c + c) * sp;
-            const float *xp = x + off, *gp = dy + off, *yp = y + off;
-            double a = 0, ax = 0;
-            for (int64_t i = 0; i < sp; i++) {
-                float g = (!relu || yp[i] > 0) ? gp[i] : 0.0f;
-                a += g;
-                ax += (double)(g * (xp[i] - mu));
-            }
+            double a, ax;
+            plane_grad_sums(x + off, dy + off, y + off, sp, mu, relu, &a, &ax);
             sg += a;
             sgx += ax * is;
         }
@@ -243,13 +310,7 @@ static void gn_forward_range(void *vc, int64_t g0, int64_t g1) {
     for (int64_t n = 0; n < d.n; n++)
         for (int64_t g = g0; g < g1; g++) {
             const float *xg = x + (n * d.c + g * cg) * sp;
-            double s = 0, s2 = 0;
-            for (int64_t i = 0; i < m; i++) s += xg[i];
-            double mu = s / (double)m;
-            for (int64_t i = 0; i < m; i++) {
-                double t = xg[i] - mu;
-                s2 += t * t;
-            }
+            double mu = plane_sum(xg, m) / (double)m, s2 = plane_sq_dev(xg, m, mu);
             double is = 1.0 / sqrt(s2 / (double)m + (double)l->eps);
             mean[n * l->groups + g] = (float)mu;
             invstd[n * l->groups + g] = (float)is;
@@ -292,12 +353,8 @@ static void gn_backward_range(void *vc, int64_t g0, int64_t g1) {
             double sgh = 0, sghx = 0;  // sum gamma*dy, sum gamma*dy*xhat over the group
             for (int64_t cc = 0; cc < cg; cc++) {
                 int64_t c = g * cg + cc, off = (n * d.c + c) * sp;
-                double a = 0, ax = 0;
-                for (int64_t i = 0; i < sp; i++) {
-                    float gv = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
-                    a += gv;
-                    ax += (double)(gv * (x[off + i] - mu));
-                }
+                double a, ax;
+                plane_grad_sums(x + off, dy + off, y + off, sp, mu, relu, &a, &ax);
                 ax *= is;
                 l->dbeta[c] += (float)a;
                 l->dgamma[c] += (float)ax;

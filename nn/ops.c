@@ -40,7 +40,27 @@ typedef struct {
     nn_dims in, o;
 } pool_ctx;
 
-// planes (n, c) in [p0, p1)
+// The window's first maximum and its index ('>' keeps the first; the first NaN wins, as the value
+// PyTorch propagates). [d0,d1)x[h0,h1)x[w0,w1) is the window clipped to the input.
+static float maxpool_window(const float *xp, nn_dims in, int64_t d0, int64_t d1, int64_t h0, int64_t h1,
+                            int64_t w0, int64_t w1, int64_t *bi) {
+    float best = -INFINITY;
+    *bi = -1;
+    for (int64_t id = d0; id < d1; id++)
+        for (int64_t ih = h0; ih < h1; ih++)
+            for (int64_t iw = w0; iw < w1; iw++) {
+                int64_t i = (id * in.h + ih) * in.w + iw;
+                if (xp[i] > best || isnan(xp[i]) || *bi < 0) {
+                    best = xp[i];
+                    *bi = i;
+                    if (isnan(best)) return best;
+                }
+            }
+    return best;
+}
+
+// planes (n, c) in [p0, p1). The inner loop only compares (a NaN is noted, and such a window is
+// redone by maxpool_window); window bounds are clipped once per output row.
 static void maxpool_forward_planes(void *vc, int64_t p0, int64_t p1) {
     const pool_ctx *k = vc;
     const maxpool3d_shape *s = k->s;
@@ -50,27 +70,35 @@ static void maxpool_forward_planes(void *vc, int64_t p0, int64_t p1) {
         const float *xp = k->x + nc * isp;
         float *yp = k->y + nc * osp;
         int32_t *ip = k->idx + nc * osp;
-        for (int64_t od = 0; od < o.d; od++)
-            for (int64_t oh = 0; oh < o.h; oh++)
+        for (int64_t od = 0; od < o.d; od++) {
+            const int64_t ds = od * s->s[0] - s->p[0], d0 = PL_MAX(ds, 0), d1 = PL_MIN(ds + s->k[0], in.d);
+            for (int64_t oh = 0; oh < o.h; oh++) {
+                const int64_t hs = oh * s->s[1] - s->p[1], h0 = PL_MAX(hs, 0), h1 = PL_MIN(hs + s->k[1], in.h);
+                float *yr = yp + (od * o.h + oh) * o.w;
+                int32_t *ir = ip + (od * o.h + oh) * o.w;
                 for (int64_t ow = 0; ow < o.w; ow++) {
+                    const int64_t ws = ow * s->s[2] - s->p[2], w0 = PL_MAX(ws, 0), w1 = PL_MIN(ws + s->k[2], in.w);
                     float best = -INFINITY;
                     int64_t bi = -1;
-                    int64_t d0 = od * s->s[0] - s->p[0], h0 = oh * s->s[1] - s->p[1], w0 = ow * s->s[2] - s->p[2];
-                    for (int64_t id = PL_MAX(d0, 0); id < PL_MIN(d0 + s->k[0], in.d); id++)
-                        for (int64_t ih = PL_MAX(h0, 0); ih < PL_MIN(h0 + s->k[1], in.h); ih++)
-                            for (int64_t iw = PL_MAX(w0, 0); iw < PL_MIN(w0 + s->k[2], in.w); iw++) {
-                                int64_t i = (id * in.h + ih) * in.w + iw;
-                                // '>' keeps the first maximum; NaN propagates as in PyTorch
-                                if (xp[i] > best || isnan(xp[i]) || bi < 0) {
-                                    best = xp[i];
-                                    bi = i;
-                                    if (isnan(best)) goto found;
+                    int nan = 0;
+                    for (int64_t id = d0; id < d1; id++)
+                        for (int64_t ih = h0; ih < h1; ih++) {
+                            const int64_t row = (id * in.h + ih) * in.w;
+                            for (int64_t iw = w0; iw < w1; iw++) {
+                                const float v = xp[row + iw];
+                                nan |= v != v;
+                                if (v > best) {
+                                    best = v;
+                                    bi = row + iw;
                                 }
                             }
-                found:
-                    yp[(od * o.h + oh) * o.w + ow] = best;
-                    ip[(od * o.h + oh) * o.w + ow] = (int32_t)bi;
+                        }
+                    if (nan || bi < 0) best = maxpool_window(xp, in, d0, d1, h0, h1, w0, w1, &bi);
+                    yr[ow] = best;
+                    ir[ow] = (int32_t)bi;
                 }
+            }
+        }
     }
 }
 

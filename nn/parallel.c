@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "nn/pl.h"
 
@@ -133,3 +134,9 @@ void nn_parallel_for(int64_t n, int64_t min_per_thread, nn_range_fn fn, void *ct
         if (spin > NN_SPIN) sched_yield();
     pthread_mutex_unlock(&g_pool.region);
 }
+
+static void zero_range(void *ctx, int64_t lo, int64_t hi) {
+    memset((float *)ctx + lo, 0, (size_t)(hi - lo) * sizeof(float));
+}
+
+void nn_parallel_zero(float *p, int64_t n) { nn_parallel_for(n, 1 << 18, zero_range, p); }

@@ -14,3 +14,7 @@ int nn_get_threads(void);
 // Runs fn(ctx, lo, hi) over a partition of [0, n); inline when n < 2*min_per_thread or one
 // thread. fn must be safe to run concurrently on disjoint ranges.
 void nn_parallel_for(int64_t n, int64_t min_per_thread, nn_range_fn fn, void *ctx);
+
+// Sets n floats of p to 0 with the pool (large gradient buffers: one thread's memset cannot
+// saturate the memory bandwidth of a socket).
+void nn_parallel_zero(float *p, int64_t n);

@@ -135,6 +135,22 @@ static void test_small_ops(pl_rng *rng) {
     float wy[3] = {5, 5, 4}, wdx[5] = {0, 11, 0, 100, 0};
     tu_check("maxpool hand k3 s2 p1 forward", tu_rel_diff(y, wy, 3, 1), 0);
     tu_check("maxpool hand backward (first max takes the tie)", tu_rel_diff(dx, wdx, 5, 1), 0);
+    // NaN and -inf (PyTorch propagates NaN; mp3d keeps the first NaN's index): 1-D k3 s2 p1 over
+    // [1 NaN 7 NaN -inf -inf]: windows {1,NaN} {NaN,7,NaN} {NaN,-inf,-inf} -> NaN@1 NaN@1 NaN@3;
+    // k2 s1 p0 over [-inf -inf 2]: {-inf,-inf} -> -inf@0 (the first), {-inf,2} -> 2@2
+    {
+        float xn[6] = {1, NAN, 7, NAN, -INFINITY, -INFINITY}, yn[3];
+        int32_t in_[3];
+        maxpool3d_forward(yn, in_, xn, &ps, nn_dims_make(1, 1, 1, 1, 6));
+        tu_check("maxpool NaN windows: value NaN, first NaN's index",
+                 !(isnan(yn[0]) && isnan(yn[1]) && isnan(yn[2]) && in_[0] == 1 && in_[1] == 1 && in_[2] == 3), 0);
+        float xi[3] = {-INFINITY, -INFINITY, 2}, yi[2];
+        int32_t ii2[2];
+        maxpool3d_shape p2 = {{1, 1, 2}, {1, 1, 1}, {0, 0, 0}};
+        maxpool3d_forward(yi, ii2, xi, &p2, nn_dims_make(1, 1, 1, 1, 3));
+        tu_check("maxpool all -inf window: -inf at the first index; then 2 at 2",
+                 !(isinf(yi[0]) && yi[0] < 0 && ii2[0] == 0 && yi[1] == 2 && ii2[1] == 2), 0);
+    }
 
     // maxpool finite differences: distinct values on a 0.01 grid, step 1e-3 crosses no tie
     maxpool3d_shape p3 = {{3, 3, 3}, {1, 2, 2}, {1, 1, 1}};
@@ -351,6 +367,8 @@ static void test_sgd(void) {
     tu_check_near("step lr at 22000 (x0.01)", sgd_lr_at(&ss2, 22000), 0.0002, 1e-12);
 }
 
+static void one_replica(void *ctx, double *buf, int n) { (void)ctx, (void)buf, (void)n; }
+
 // BN and GN split channels / groups over threads: results must be bit-identical to 1 thread.
 static void test_norm_threads(pl_rng *rng) {
     nn_dims d = nn_dims_make(2, 16, 4, 64, 64);  // 32768 values per channel -> 8 channels per thread
@@ -396,6 +414,59 @@ static void test_norm_threads(pl_rng *rng) {
     for (int t = 0; t < 2; t++) free(py[t]), free(pdx[t]), free(pi[t]);
     nn_set_threads(0);
     tu_check("BN, GN, max-pool with 2 threads == 1 thread (bitwise)", diff, 0);
+
+    // Synchronised BN (train.sync_bn) with a one-replica all-reduce: the same numbers as the
+    // local path, and bit-identical at 1 and 2 threads (its passes are split over channels too).
+    {
+        float *ys[3], *dxs[3], sst[3][32], sdg[3][16], sdb[3][16];
+        for (int t = 0; t < 3; t++) {  // t = 0, 1: sync at 1, 2 threads; t = 2: local at 1 thread
+            nn_set_threads(t == 1 ? 2 : 1);
+            ys[t] = tu_alloc(n), dxs[t] = tu_alloc(n);
+            memset(sdg[t], 0, sizeof sdg[t]), memset(sdb[t], 0, sizeof sdb[t]);
+            batchnorm3d l = {16, 1e-5f, 0.1f, g, b, sdg[t], sdb[t], rm, rv, &nbt, t < 2 ? one_replica : NULL, NULL};
+            batchnorm3d_forward(ys[t], sst[t], sst[t] + 16, x, &l, d, 1, 1);
+            batchnorm3d_backward(dxs[t], dy, x, ys[t], sst[t], sst[t] + 16, &l, d, 1, 1);
+        }
+        double dt = tu_rel_diff(ys[1], ys[0], n, 1) + tu_rel_diff(dxs[1], dxs[0], n, 1) +
+                    tu_rel_diff(sdg[1], sdg[0], 16, 1) + tu_rel_diff(sdb[1], sdb[0], 16, 1);
+        tu_check("sync BN with 2 threads == 1 thread (bitwise)", dt, 0);
+        double dl = tu_rel_diff(ys[0], ys[2], n, 1) + tu_rel_diff(dxs[0], dxs[2], n, 1) +
+                    tu_rel_diff(sdg[0], sdg[2], 16, 1) + tu_rel_diff(sdb[0], sdb[2], 16, 1);
+        tu_check("sync BN (1 replica) == local BN", dl, 1e-5);
+        for (int t = 0; t < 3; t++) free(ys[t]), free(dxs[t]);
+    }
+
+    // SGD and gradient clipping over 300k floats (several 64k blocks): 2 threads == 1 thread
+    // bitwise, and the clipped norm against a plain double sum.
+    {
+        const int64_t m = 300001;
+        float *pp[2], *mm[2], *gg[2];
+        double nrm[2];
+        for (int t = 0; t < 2; t++) {
+            nn_set_threads(t + 1);
+            pl_rng r2;
+            pl_rng_seed(&r2, 7);
+            pp[t] = tu_alloc(m), mm[t] = tu_alloc(m), gg[t] = tu_alloc(m);
+            tu_fill(pp[t], m, &r2, -1, 1), tu_fill(gg[t], m, &r2, -3, 3);
+            nrm[t] = sgd_clip_grad_norm(gg[t], (size_t)m, 10.0);
+            sgd_step(pp[t], mm[t], gg[t], (size_t)m, 0.1, 0.9, 1e-4, 1);
+            sgd_step(pp[t], mm[t], gg[t], (size_t)m, 0.1, 0.9, 1e-4, 0);
+        }
+        nn_set_threads(0);
+        tu_check("SGD + clip over 300k floats, 2 threads == 1 thread (bitwise)",
+                 tu_rel_diff(pp[1], pp[0], m, 1) + tu_rel_diff(mm[1], mm[0], m, 1) + fabs(nrm[1] - nrm[0]), 0);
+        pl_rng r2;
+        pl_rng_seed(&r2, 7);
+        float *g0 = tu_alloc(m), *p0 = tu_alloc(m);
+        tu_fill(p0, m, &r2, -1, 1), tu_fill(g0, m, &r2, -3, 3);
+        double ss = 0;
+        for (int64_t i = 0; i < m; i++) ss += (double)g0[i] * g0[i];
+        tu_check_near("clip norm over 300k floats == plain double sum", nrm[0] / sqrt(ss), 1, 1e-12);
+        float want = g0[m - 1] * (float)(10.0 / (sqrt(ss) + 1e-6));
+        tu_check_near("clip scales the last float (past the last full block)", gg[0][m - 1], want, 1e-6 * fabs(want) + 1e-12);
+        for (int t = 0; t < 2; t++) free(pp[t]), free(mm[t]), free(gg[t]);
+        free(g0), free(p0);
+    }
     free(x), free(dy);
 }
 

@@ -386,9 +386,22 @@ int main(int argc, char **argv) {
     }
     if (g_json) fprintf(g_json, "{\"kind\":\"meta\",\"blas_core\":\"%s\"}\n", openblas_get_corename());
     printf("openblas core: %s\n", openblas_get_corename());
+    conv3d_engine engines[3];
+    int nengines = 0;
+    const char *elist = getenv("NN_BENCH_ENGINES");
+    if (!elist) elist = conv3d_dnnl_available() ? "gemm,dnnl,auto" : "gemm";
+    for (const char *q = elist; *q && nengines < 3;) {
+        char name[16] = "";
+        size_t len = strcspn(q, ",");
+        snprintf(name, sizeof name, "%.*s", (int)PL_MIN(len, sizeof name - 1), q);
+        if (conv3d_engine_parse(name, &engines[nengines]) == 0) nengines++;
+        q += len + (q[len] == ',');
+    }
     if (step_only) {  // tests/bench/scale.sh: one training step shape at the listed thread counts
         const step_net r18_step = {"resnet3d18", NN_ARCH_RESNET3D18, 1.0, 1000};
-        for (int t = 0; t < nthreads; t++) bench_step(&r18_step, step_in, threads[t], steps, conv3d_get_engine());
+        if (!getenv("NN_BENCH_ENGINES")) engines[0] = conv3d_get_engine(), nengines = 1;
+        for (int t = 0; t < nthreads; t++)
+            for (int e = 0; e < nengines; e++) bench_step(&r18_step, step_in, threads[t], steps, engines[e]);
         if (g_json) fclose(g_json);
         return 0;
     }
@@ -412,17 +425,6 @@ int main(int argc, char **argv) {
     // believe them running: the pool would run its regions serially, OpenMP could hang), and
     // whose peak RSS would include what the layer runs left in this heap. Engines:
     // NN_BENCH_ENGINES (comma-separated), default all the build has.
-    conv3d_engine engines[3];
-    int nengines = 0;
-    const char *elist = getenv("NN_BENCH_ENGINES");
-    if (!elist) elist = conv3d_dnnl_available() ? "gemm,dnnl,auto" : "gemm";
-    for (const char *q = elist; *q && nengines < 3;) {
-        char name[16] = "";
-        size_t len = strcspn(q, ",");
-        snprintf(name, sizeof name, "%.*s", (int)PL_MIN(len, sizeof name - 1), q);
-        if (conv3d_engine_parse(name, &engines[nengines]) == 0) nengines++;
-        q += len + (q[len] == ',');
-    }
     const step_net r18 = {"resnet3d18", NN_ARCH_RESNET3D18, 1.0, 1000};
     const step_net demo = {"resnet3dv1c18 w0.25", NN_ARCH_RESNET3DV1C18, 0.25, 10};
     if (!getenv("NN_BENCH_NO_STEP"))
