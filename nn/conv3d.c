@@ -175,6 +175,32 @@ static void col2vol_channels(void *vc, int64_t lo, int64_t hi) {
 
 // col (Kg, (r1-r0)*OW) from x (ICg, D, H, W) for output rows r = od*OH + oh in [r0, r1).
 // mode 0: gather into col; mode 1: scatter-add col into x (col2vol).
+// One sgemm (row-major C (m, n) = alpha op(A) op(B) + beta C) split by columns of C over the
+// pool, each block one single-threaded sgemm: the same arithmetic per element as a single call.
+// Used inside nn_blas_single (conv3d_forward_gemm / conv3d_backward_gemm).
+typedef struct {
+    CBLAS_TRANSPOSE ta, tb;
+    int m, k, lda, ldb, ldc;
+    float beta;
+    const float *a, *b;
+    float *c;
+} gemm_ctx;
+
+static void gemm_columns(void *vc, int64_t lo, int64_t hi) {
+    const gemm_ctx *g = vc;
+    const float *b = g->tb == CblasNoTrans ? g->b + lo : g->b + lo * g->ldb;
+    cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, (int)(hi - lo), g->k, 1.0f, g->a, g->lda, b, g->ldb, g->beta,
+                g->c + lo, g->ldc);
+}
+
+static void conv_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k, const float *a,
+                       int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    gemm_ctx g = {ta, tb, (int)m, (int)k, (int)lda, (int)ldb, (int)ldc, beta, a, b, c};
+    // >= ~2 MFLOP and >= 32 columns per thread: below that one thread is as fast
+    const int64_t min_cols = PL_MAX((int64_t)32, (int64_t)(1 << 20) / PL_MAX(m * k, (int64_t)1));
+    nn_parallel_for(n, min_cols, gemm_columns, &g);
+}
+
 static void vol2col_chunk(float *col, float *x, const conv3d_shape *s, nn_dims in, nn_dims o,
                           int64_t r0, int64_t r1, int mode) {
     v2c_ctx v = {col, x, s, in, o, r0, r1};
@@ -210,16 +236,13 @@ static void conv3d_temporal(float *out, float *din, const float *dout, const flo
             const int64_t id0 = od0 - s->p[0] + t, ncol = (od1 - od0) * hw;
             const float *w_t = wt + t * oc * ic, *xs = x + id0 * hw;
             if (out) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)oc, (int)ncol, (int)ic, 1.0f,
-                            w_t, (int)ic, xs, (int)isp, 1.0f, out + n * oc * osp + od0 * hw, (int)osp);
+                conv_sgemm(CblasNoTrans, CblasNoTrans, oc, ncol, ic, w_t, ic, xs, isp, 1.0f, out + n * oc * osp + od0 * hw,
+                           osp);
                 continue;
             }
             const float *dy = dout + n * oc * osp + od0 * hw;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)oc, (int)ic, (int)ncol, 1.0f, dy,
-                        (int)osp, xs, (int)isp, 1.0f, dwt + t * oc * ic, (int)ic);
-            if (din)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ic, (int)ncol, (int)oc, 1.0f,
-                            w_t, (int)ic, dy, (int)osp, 1.0f, din + n * ic * isp + id0 * hw, (int)isp);
+            conv_sgemm(CblasNoTrans, CblasTrans, oc, ic, ncol, dy, osp, xs, isp, 1.0f, dwt + t * oc * ic, ic);
+            if (din) conv_sgemm(CblasTrans, CblasNoTrans, ic, ncol, oc, w_t, ic, dy, osp, 1.0f, din + n * ic * isp + id0 * hw, isp);
         }
         if (out && l->b)
             for (int64_t c = 0; c < oc; c++) {
@@ -240,8 +263,8 @@ static void conv3d_temporal(float *out, float *din, const float *dout, const flo
                 for (int64_t b = 0; b < ic; b++) l->dw[(a * ic + b) * kd + t] += dwt[(t * oc + a) * ic + b];
 }
 
-void conv3d_forward_gemm(float *out, const float *in, const conv3d *l, nn_dims in_dims,
-                         float *ws, size_t ws_floats) {
+static void forward_gemm(float *out, const float *in, const conv3d *l, nn_dims in_dims, float *ws,
+                         size_t ws_floats) {
     const conv3d_shape *s = &l->sh;
     nn_dims o;
     PL_ASSERT(conv3d_out_dims(&o, s, in_dims) == 0);
@@ -261,15 +284,13 @@ void conv3d_forward_gemm(float *out, const float *in, const conv3d *l, nn_dims i
             const float *w = l->w + gi * ocg * kg;               // (OCg, Kg)
             float *y = out + (n * s->oc + gi * ocg) * p;         // (OCg, P)
             if (pointwise) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ocg, (int)p, (int)icg,
-                            1.0f, w, (int)kg, x, (int)p, 0.0f, y, (int)p);
+                conv_sgemm(CblasNoTrans, CblasNoTrans, ocg, p, icg, w, kg, x, p, 0.0f, y, p);
                 continue;
             }
             for (int64_t r0 = 0; r0 < o.d * o.h; r0 += rows) {
                 int64_t r1 = PL_MIN(r0 + rows, o.d * o.h), nc = (r1 - r0) * o.w;
                 vol2col_chunk(ws, (float *)x, s, in_dims, o, r0, r1, 0);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)ocg, (int)nc, (int)kg,
-                            1.0f, w, (int)kg, ws, (int)nc, 0.0f, y + r0 * o.w, (int)p);
+                conv_sgemm(CblasNoTrans, CblasNoTrans, ocg, nc, kg, w, kg, ws, nc, 0.0f, y + r0 * o.w, p);
             }
         }
         if (l->b)
@@ -280,8 +301,8 @@ void conv3d_forward_gemm(float *out, const float *in, const conv3d *l, nn_dims i
     }
 }
 
-void conv3d_backward_gemm(float *din, const float *dout, const float *in, const conv3d *l,
-                          nn_dims in_dims, float *ws, size_t ws_floats) {
+static void backward_gemm(float *din, const float *dout, const float *in, const conv3d *l, nn_dims in_dims,
+                          float *ws, size_t ws_floats) {
     const conv3d_shape *s = &l->sh;
     nn_dims o;
     PL_ASSERT(conv3d_out_dims(&o, s, in_dims) == 0);
@@ -311,25 +332,35 @@ void conv3d_backward_gemm(float *din, const float *dout, const float *in, const 
             const float *dy = dout + (n * s->oc + gi * ocg) * p;
             if (pointwise) {
                 // dW (OCg, ICg) += dY (OCg, P) x X^T (P, ICg); dX (ICg, P) += W^T x dY
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ocg, (int)icg, (int)p,
-                            1.0f, dy, (int)p, x, (int)p, 1.0f, dw, (int)kg);
-                if (dx)
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)icg, (int)p, (int)ocg,
-                                1.0f, w, (int)kg, dy, (int)p, 1.0f, dx, (int)p);
+                conv_sgemm(CblasNoTrans, CblasTrans, ocg, icg, p, dy, p, x, p, 1.0f, dw, kg);
+                if (dx) conv_sgemm(CblasTrans, CblasNoTrans, icg, p, ocg, w, kg, dy, p, 1.0f, dx, p);
                 continue;
             }
             for (int64_t r0 = 0; r0 < o.d * o.h; r0 += rows) {
                 int64_t r1 = PL_MIN(r0 + rows, o.d * o.h), nc = (r1 - r0) * o.w;
                 vol2col_chunk(ws, (float *)x, s, in_dims, o, r0, r1, 0);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)ocg, (int)kg, (int)nc,
-                            1.0f, dy + r0 * o.w, (int)p, ws, (int)nc, 1.0f, dw, (int)kg);
+                conv_sgemm(CblasNoTrans, CblasTrans, ocg, kg, nc, dy + r0 * o.w, p, ws, nc, 1.0f, dw, kg);
                 if (!dx) continue;
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)kg, (int)nc, (int)ocg,
-                            1.0f, w, (int)kg, dy + r0 * o.w, (int)p, 0.0f, ws, (int)nc);
+                conv_sgemm(CblasTrans, CblasNoTrans, kg, nc, ocg, w, kg, dy + r0 * o.w, p, 0.0f, ws, nc);
                 vol2col_chunk(ws, dx, s, in_dims, o, r0, r1, 1);
             }
         }
     }
+}
+
+// The gemm engine splits its GEMMs over the pool itself (conv_sgemm), OpenBLAS held at one thread.
+void conv3d_forward_gemm(float *out, const float *in, const conv3d *l, nn_dims in_dims, float *ws,
+                         size_t ws_floats) {
+    nn_blas_hold h = nn_blas_single();
+    forward_gemm(out, in, l, in_dims, ws, ws_floats);
+    nn_blas_restore(h);
+}
+
+void conv3d_backward_gemm(float *din, const float *dout, const float *in, const conv3d *l, nn_dims in_dims,
+                          float *ws, size_t ws_floats) {
+    nn_blas_hold h = nn_blas_single();
+    backward_gemm(din, dout, in, l, in_dims, ws, ws_floats);
+    nn_blas_restore(h);
 }
 
 // ---- engine choice ----

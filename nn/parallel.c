@@ -16,15 +16,36 @@
 #include "nn/pl.h"
 
 int openblas_get_num_threads(void);  // OpenBLAS, declared here to keep cblas.h out of the header
+void openblas_set_num_threads(int n);
 
 enum { NN_MAX_THREADS = 64, NN_SPIN = 20000 };
-static int g_threads = 0;
+static atomic_int g_threads = 0;
+static _Thread_local int t_hold_depth;  // nn_blas_single nesting on this thread
 
-void nn_set_threads(int n) { g_threads = n < 0 ? 0 : n; }
+void nn_set_threads(int n) { atomic_store(&g_threads, n < 0 ? 0 : n); }
 
 int nn_get_threads(void) {
-    int n = g_threads > 0 ? g_threads : openblas_get_num_threads();
+    int g = atomic_load(&g_threads), n = g > 0 ? g : openblas_get_num_threads();
     return PL_CLAMP(n, 1, NN_MAX_THREADS);
+}
+
+nn_blas_hold nn_blas_single(void) {
+    nn_blas_hold h = {0, 0, 0};
+    if (t_hold_depth++ > 0) return h;
+    h.blas_threads = openblas_get_num_threads();
+    if (h.blas_threads <= 1) return h;  // nothing to hold
+    h.pool_threads = atomic_load(&g_threads);
+    h.active = 1;
+    atomic_store(&g_threads, nn_get_threads());  // the pool keeps its count while BLAS has one
+    openblas_set_num_threads(1);
+    return h;
+}
+
+void nn_blas_restore(nn_blas_hold h) {
+    t_hold_depth--;
+    if (!h.active) return;
+    openblas_set_num_threads(h.blas_threads);
+    atomic_store(&g_threads, h.pool_threads);
 }
 
 // The pool. A region is published as one 64-bit word, `claim` = generation << 32 | chunks << 16 |

@@ -18,3 +18,14 @@ void nn_parallel_for(int64_t n, int64_t min_per_thread, nn_range_fn fn, void *ct
 // Sets n floats of p to 0 with the pool (large gradient buffers: one thread's memset cannot
 // saturate the memory bandwidth of a socket).
 void nn_parallel_zero(float *p, int64_t n);
+
+// Holds OpenBLAS at one thread while the pool keeps its count (the one nn_get_threads gave before
+// the hold), for code that splits its own GEMMs over the pool (nn/conv3d.c's gemm engine: each
+// chunk calls sgemm on a block of columns, the same bits as one call). Small GEMMs, as in narrow
+// networks, run slower on OpenBLAS's threads than on one (its threads also spin between calls,
+// on the cores the pool needs). Calls nest; only the outermost hold/release acts.
+typedef struct {
+    int blas_threads, pool_threads, active;
+} nn_blas_hold;
+nn_blas_hold nn_blas_single(void);
+void nn_blas_restore(nn_blas_hold h);

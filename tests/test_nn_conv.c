@@ -3,6 +3,8 @@
 // shapes, per-axis strides and paddings, groups, bias, the pointwise and GTM cases and a
 // workspace small enough to force many chunks; central finite differences for dx, dw, db;
 // a hand-computed 1-D case.
+#include <cblas.h>
+
 #include "nn/conv3d.h"
 #include "nn/parallel.h"
 #include "tests/test_util.h"
@@ -120,6 +122,61 @@ static void hand_case(void) {
     tu_check("hand 1-D conv dx", tu_rel_diff(dx, want_dx, 5, 1), 0);
 }
 
+// The gemm engine splits each sgemm by columns over the pool with OpenBLAS held at one thread
+// (nn_blas_single). With OpenBLAS at 2 threads (the pool following it): the same numbers as at
+// 1 thread (1e-5: OpenBLAS picks other kernels for the smaller blocks, as its own threads did),
+// the same bits from run to run (the split is static), and OpenBLAS's count given back.
+// Shapes large enough that every GEMM kind splits: vol2col (k333), pointwise, temporal, grouped.
+static void test_blas_threads(pl_rng *rng) {
+    const conv_case cases[] = {
+        {"k333 8->16 (2,8,5,40,40)", 8, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 8, 5, 40, 40}},
+        {"pointwise 32->16 (2,32,4,40,40)", 32, 16, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 0, {2, 32, 4, 40, 40}},
+        {"temporal k311 16->16 (2,16,8,48,48)", 16, 16, {3, 1, 1}, {1, 1, 1}, {1, 0, 0}, 1, 0, {2, 16, 8, 48, 48}},
+        {"k133 g2 16->16 (2,16,4,40,40)", 16, 16, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}, 2, 0, {2, 16, 4, 40, 40}},
+    };
+    const int before = openblas_get_num_threads();
+    nn_set_threads(0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const conv_case *cc = &cases[i];
+        conv3d l = {0};
+        l.sh = conv3d_shape_make(cc->ic, cc->oc, cc->k, cc->s, cc->p, cc->groups, cc->bias);
+        nn_dims o;
+        PL_ASSERT(conv3d_out_dims(&o, &l.sh, cc->in) == 0);
+        int64_t nx = nn_dims_count(cc->in), ny = nn_dims_count(o), nw = conv3d_weight_count(&l.sh);
+        float *x = tu_alloc(nx), *w = tu_alloc(nw), *b = tu_alloc(cc->oc), *dy = tu_alloc(ny);
+        tu_fill(x, nx, rng, -1, 1), tu_fill(w, nw, rng, -1, 1), tu_fill(b, cc->oc, rng, -1, 1), tu_fill(dy, ny, rng, -1, 1);
+        l.w = w, l.b = cc->bias ? b : NULL;
+        size_t wsf = conv3d_workspace_floats(&l.sh, cc->in, (size_t)1 << 24);
+        float *ws = tu_alloc((int64_t)wsf + 1), *y[3], *dx[3], *dw[3], *db[3];
+        int restored = 1;
+        for (int t = 0; t < 3; t++) {  // 1 thread, 2 threads, 2 threads again
+            const int nt = t == 0 ? 1 : 2;
+            openblas_set_num_threads(nt);
+            y[t] = tu_alloc(ny), dx[t] = tu_alloc(nx), dw[t] = tu_alloc(nw), db[t] = tu_alloc(cc->oc);
+            l.dw = dw[t], l.db = cc->bias ? db[t] : NULL;
+            conv3d_forward_gemm(y[t], x, &l, cc->in, ws, wsf);
+            conv3d_backward_gemm(dx[t], dy, x, &l, cc->in, ws, wsf);
+            restored &= openblas_get_num_threads() == nt && nn_get_threads() == nt;
+        }
+        char what[160];
+        snprintf(what, sizeof what, "%s: 2 threads twice, same bits (y, dx, dw, db)", cc->name);
+        tu_check(what, tu_rel_diff(y[2], y[1], ny, 1) + tu_rel_diff(dx[2], dx[1], nx, 1) + tu_rel_diff(dw[2], dw[1], nw, 1) +
+                           tu_rel_diff(db[2], db[1], cc->oc, 1), 0);
+        snprintf(what, sizeof what, "%s: 2 threads vs 1 (y, dx, dw, db)", cc->name);
+        double d = PL_MAX(PL_MAX(tu_rel_diff(y[1], y[0], ny, 1e-6), tu_rel_diff(dx[1], dx[0], nx, 1e-6)),
+                          PL_MAX(tu_rel_diff(dw[1], dw[0], nw, 1e-6), tu_rel_diff(db[1], db[0], cc->oc, 1e-6)));
+        tu_check(what, d, 1e-5);
+        snprintf(what, sizeof what, "%s: OpenBLAS and pool thread counts given back", cc->name);
+        tu_check(what, !restored, 0);
+        conv3d_forward_naive(y[2], x, &l, cc->in);
+        snprintf(what, sizeof what, "%s: 2-thread forward vs naive", cc->name);
+        tu_check(what, tu_rel_diff(y[1], y[2], ny, 1e-6), 1e-5);
+        for (int t = 0; t < 3; t++) free(y[t]), free(dx[t]), free(dw[t]), free(db[t]);
+        free(x), free(w), free(b), free(dy), free(ws);
+    }
+    openblas_set_num_threads(before);
+}
+
 int main(void) {
     pl_rng rng;
     pl_rng_seed(&rng, 9);
@@ -143,6 +200,7 @@ int main(void) {
     const conv_case threaded = {"2 threads: k333 p1 (1,8,5,40,40)", 8, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {1, 8, 5, 40, 40}};
     run_case(&threaded, &rng);
     nn_set_threads(0);
+    test_blas_threads(&rng);
     // invalid shapes are reported, not asserted
     pl_quiet_begin();
     conv3d_shape bad = conv3d_shape_make(6, 4, (int64_t[3]){1, 1, 1}, (int64_t[3]){1, 1, 1},

@@ -194,7 +194,18 @@ int main(int argc, char **argv) {
     pl_log_set_rank(rank);
     char dir[256];
     snprintf(dir, sizeof dir, "shard_h5_np%d", size);
-    if (rank == 0) mkdir(dir, 0755);
+    if (rank == 0) {  // outputs of an earlier run (an interrupted one leaves .tmp files) must not count
+        mkdir(dir, 0755);
+        const char *names[] = {"one", "two", "all", "direct_exact", "direct_holes", "direct_rounds", "direct_zero",
+                               "direct_bad", "few", "zero", "bad", "order", "unfinished"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            char q[300];
+            snprintf(q, sizeof q, "%s/%s.h5", dir, names[i]);
+            unlink(q);
+            snprintf(q, sizeof q, "%s/%s.h5.tmp", dir, names[i]);
+            unlink(q);
+        }
+    }
     MPI_Barrier(MPI_COMM_WORLD);
 
     // 1 rank, 2 ranks (if available), all ranks

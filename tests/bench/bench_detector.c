@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "nn/conv3d.h"
 #include "nn/sgd.h"
 #include "stages/train/det_common.h"
 
@@ -118,6 +119,13 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_detector: %s\n", pl_last_error());
         return 1;
     }
+    // nn.conv_engine as mp3d train reads it (stage_conv_engine_set): gemm | dnnl | auto
+    conv3d_engine engine;
+    if (conv3d_engine_parse(cfg_str(cfg, "nn.conv_engine"), &engine)) {
+        fprintf(stderr, "bench_detector: nn.conv_engine: %s\n", pl_last_error());
+        return 2;
+    }
+    conv3d_set_engine(engine);
     det_config dc;
     if (det_config_from_cfg(&dc, cfg, k_depth)) {
         fprintf(stderr, "bench_detector: %s\n", pl_last_error());
@@ -174,8 +182,8 @@ int main(int argc, char **argv) {
            ratios, (long long)dc.rpn_samples, (long long)dc.rpn_pre_nms, (long long)dc.rpn_post_nms, dc.rpn_nms_iou,
            (long long)dc.roi_samples, dc.roi_pos_fraction, dc.nms_iou, dc.score_thr, (long long)dc.max_dets, lr,
            momentum, wd, clip, k_boxes, iters, warmup);
-    printf("model params:%zu (%.1f MB) blas_core:%s threads:%d\n", p->nparams, p->nparams * 4e-6,
-           openblas_get_corename(), threads);
+    printf("model params:%zu (%.1f MB) blas_core:%s threads:%d conv_engine:%s\n", p->nparams, p->nparams * 4e-6,
+           openblas_get_corename(), threads, conv3d_engine_name(engine));
     fflush(stdout);
 
     // ---- inference ----
@@ -229,10 +237,10 @@ int main(int argc, char **argv) {
     const double imgs = (double)(batch * iters);
     // --train-only: no inference ran; its figures read 0 (iw = 1 only keeps the divisions defined)
     const double iw = infer.wall > 0 ? infer.wall : 1, ii = infer.wall > 0 ? 1 : 0;
-    printf("result impl:mp3d name:%s threads:%d train_cpu_s_step:%.3f train_img_s:%.4f train_s_step:%.3f train_cpu_wall:%.2f train_other_cores:%.2f "
+    printf("result impl:mp3d engine:%s name:%s threads:%d train_cpu_s_step:%.3f train_img_s:%.4f train_s_step:%.3f train_cpu_wall:%.2f train_other_cores:%.2f "
            "infer_img_s:%.4f infer_s_step:%.3f infer_cpu_wall:%.2f infer_other_cores:%.2f rss_start_mb:%.0f "
            "rss_infer_mb:%.0f rss_peak_mb:%.0f params:%zu\n",
-           name, threads, train.cpu / iters, imgs / train.wall, train.wall / iters, train.cpu / train.wall, train.other / train.wall,
+           conv3d_engine_name(engine), name, threads, train.cpu / iters, imgs / train.wall, train.wall / iters, train.cpu / train.wall, train.other / train.wall,
            ii * imgs / iw, infer.wall / iters, infer.cpu / iw, infer.other / iw, rss_start,
            rss_infer, rss_train, p->nparams);
     if (json) {
@@ -242,14 +250,14 @@ int main(int argc, char **argv) {
             return 1;
         }
         fprintf(f,
-                "{\"impl\": \"mp3d\", \"threads\": %d, \"name\": \"%s\", \"arch\": \"%s\", \"width\": %g, \"gn_groups\": %d, "
+                "{\"impl\": \"mp3d\", \"engine\": \"%s\", \"blas_core\": \"%s\", \"threads\": %d, \"name\": \"%s\", \"arch\": \"%s\", \"width\": %g, \"gn_groups\": %d, "
                 "\"size\": %lld, \"depth\": %d, \"batch\": %lld, \"fpn\": %lld, \"fc\": %lld, \"rpn_pre_nms\": %lld, "
                 "\"rpn_post_nms\": %lld, \"roi_samples\": %lld, \"iters\": %d, \"warmup\": %d, \"params\": %zu, "
                 "\"train_img_s\": %.5f, \"train_s_step\": %.4f, \"train_cpu_s\": %.3f, \"train_wall_s\": %.3f, "
                 "\"train_other_cores\": %.3f, \"infer_img_s\": %.5f, \"infer_s_step\": %.4f, \"infer_cpu_s\": %.3f, "
                 "\"infer_wall_s\": %.3f, \"infer_other_cores\": %.3f, \"dets_per_img\": %.1f, \"rss_start_mb\": %.1f, "
                 "\"rss_infer_mb\": %.1f, \"rss_peak_mb\": %.1f, \"loss\": [%.5f, %.5f, %.5f, %.5f]}\n",
-                threads, name, arch, dc.backbone.width, dc.backbone.gn_groups, (long long)size, k_depth, (long long)batch,
+                conv3d_engine_name(engine), openblas_get_corename(), threads, name, arch, dc.backbone.width, dc.backbone.gn_groups, (long long)size, k_depth, (long long)batch,
                 (long long)dc.fpn_channels, (long long)dc.fc_dim, (long long)dc.rpn_pre_nms,
                 (long long)dc.rpn_post_nms, (long long)dc.roi_samples, iters, warmup, p->nparams, imgs / train.wall,
                 train.wall / iters, train.cpu, train.wall, train.other / train.wall, ii * imgs / iw,

@@ -7,7 +7,7 @@
 # Usage: tests/bench/bench_detector.sh BUILD_DIR   (bench_detector built there: --target bench_detector)
 #        REPORT_ONLY=1 tests/bench/bench_detector.sh   rewrites detector.md from detector.json (no run)
 # Env: DEMO_ITERS (3), MP3D_ITERS (2) timed iterations after 1 warm-up; OUT_DIR (results/bench);
-#      ONLY=demo|mp3d runs one configuration.
+#      ONLY=demo|mp3d runs one configuration; ENGINES ("gemm dnnl") the nn.conv_engine values mp3d runs with.
 set -euo pipefail
 # Users' kernels (issue 15): this machine's environment forces older OpenBLAS kernels
 # (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE) for tests and CI; a benchmark stands for users.
@@ -100,12 +100,22 @@ def write_md(meta, md_path):
     runs, cmds, log = meta["runs"], meta["commands"], meta["log"]
     env = {"DATE": meta["date"], "REV": meta["revision"], "MACHINE": meta["machine"],
            "LOAD_BEFORE": meta["loadavg_before"], "LOAD_AFTER": meta["loadavg_after"], "TOTAL_S": meta["total_s"]}
-    by = {(r["name"], r["impl"]): r for r in runs}
+    # one mp3d row per conv engine (older runs have no "engine": they ran the default, gemm)
+    def key(r):
+        return r["impl"] if r["impl"] != "mp3d" else "mp3d/" + r.get("engine", "gemm")
+    by = {(r["name"], key(r)): r for r in runs}
+    impls = []
+    for r in runs:
+        if key(r) not in impls:
+            impls.append(key(r))
+    impls.sort(key=lambda k: (k == "torch", k))
     names = []
     for r in runs:
         if r["name"] not in names:
             names.append(r["name"])
-    label = {"mp3d": "mp3d (C)", "torch": "PyTorch (torchvision)"}
+    label = {k: "mp3d (C, %s)" % k.split("/")[1] for k in impls if k.startswith("mp3d/")}
+    label["torch"] = "PyTorch (torchvision)"
+    cores = sorted({r["blas_core"] for r in runs if "blas_core" in r})
     L = []
     L.append("# Detector benchmark (issue 5): training and inference images/s, peak memory\n")
     L.append(f"Generated {env['DATE']} by `tests/bench/bench_detector.sh` at revision {env['REV']} on {env['MACHINE']}; "
@@ -113,13 +123,14 @@ def write_md(meta, md_path):
     L.append("One thread per implementation (OPENBLAS_NUM_THREADS=1 + openblas_set_num_threads(1); "
              "torch.set_num_threads(1)). Each row is one process: 1 warm-up iteration, then the timed ones "
              "(`iters`); inference first, then training. Both rows of a configuration ran one after the other "
-             "in the same run (mp3d first, then PyTorch).\n")
+             "in the same run (mp3d first, then PyTorch). mp3d ran once per convolution engine "
+             "(`nn.conv_engine`); OpenBLAS core: " + (", ".join(cores) if cores else "not recorded") + ".\n")
     L.append("| configuration | implementation | params | train img/s | train s/step | train img/CPU-s | "
              "infer img/s | infer s/step | infer img/CPU-s | peak RSS MB (after infer / overall) | "
              "CPU/wall train, infer | other cores train, infer |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in names:
-        for impl in ("mp3d", "torch"):
+        for impl in impls:
             r = by.get((n, impl))
             if r is None:
                 continue
@@ -135,11 +146,11 @@ def write_md(meta, md_path):
                      f"{r['train_other_cores']:.2f}, {r['infer_other_cores']:.2f} |")
     L.append("")
     ratio = []
-    for n in names:
-        a, b = by.get((n, "mp3d")), by.get((n, "torch"))
+    for n, impl in [(n, i) for n in names for i in impls if i != "torch"]:
+        a, b = by.get((n, impl)), by.get((n, "torch"))
         if a and b and "error" not in a and "error" not in b:
             ia, ib = a["batch"] * a["iters"], b["batch"] * b["iters"]
-            ratio.append(f"- {n}: mp3d / PyTorch speed, wall clock: train {a['train_img_s'] / b['train_img_s']:.2f}x, "
+            ratio.append(f"- {n}, {label[impl]}: mp3d / PyTorch speed, wall clock: train {a['train_img_s'] / b['train_img_s']:.2f}x, "
                          f"infer {a['infer_img_s'] / b['infer_img_s']:.2f}x; per CPU second (insensitive to "
                          f"time-sharing): train {(ia / a['train_cpu_s']) / (ib / b['train_cpu_s']):.2f}x, infer "
                          f"{(ia / a['infer_cpu_s']) / (ib / b['infer_cpu_s']):.2f}x; peak RSS "
@@ -211,11 +222,14 @@ t_start=$(date +%s)
 for c in "${configs[@]}"; do
     IFS='|' read -r name cfg extra <<< "$c"
     if [ -n "${ONLY:-}" ] && [ "$ONLY" != "$name" ]; then continue; fi
-    cmd="OPENBLAS_NUM_THREADS=1 $exe $cfg --name $name $extra --json JSON"
-    echo "${cmd//$src\//}" >> "$work/commands.txt"
-    echo "== mp3d $name" | tee -a "$work/log.txt"
-    # shellcheck disable=SC2086
-    "$exe" "$cfg" --name "$name" $extra --json "$work/runs.jsonl" 2>&1 | tee "$work/c_$name.txt" | tee -a "$work/log.txt"
+    for engine in ${ENGINES:-gemm dnnl}; do
+        cmd="OPENBLAS_NUM_THREADS=1 $exe $cfg --name $name $extra --set nn.conv_engine=$engine --json JSON"
+        echo "${cmd//$src\//}" >> "$work/commands.txt"
+        echo "== mp3d $name ($engine)" | tee -a "$work/log.txt"
+        # shellcheck disable=SC2086
+        "$exe" "$cfg" --name "$name" $extra --set nn.conv_engine="$engine" --json "$work/runs.jsonl" 2>&1 \
+            | tee "$work/c_$name.txt" | tee -a "$work/log.txt"
+    done
     cfgline=$(grep '^config ' "$work/c_$name.txt")
     echo "== torch $name" | tee -a "$work/log.txt"
     echo "OMP_NUM_THREADS=1 $torch_py tests/bench/bench_detector_torch.py \"<config line above>\" --json JSON" \

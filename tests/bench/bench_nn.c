@@ -398,7 +398,10 @@ int main(int argc, char **argv) {
         q += len + (q[len] == ',');
     }
     if (step_only) {  // tests/bench/scale.sh: one training step shape at the listed thread counts
-        const step_net r18_step = {"resnet3d18", NN_ARCH_RESNET3D18, 1.0, 1000};
+        // NN_BENCH_STEP_NET=demo: the demo's ResNet3DV1c-18 width 0.25 (10 classes) instead
+        const step_net r18_step = getenv("NN_BENCH_STEP_NET") && !strcmp(getenv("NN_BENCH_STEP_NET"), "demo")
+                                      ? (step_net){"resnet3dv1c18 w0.25", NN_ARCH_RESNET3DV1C18, 0.25, 10}
+                                      : (step_net){"resnet3d18", NN_ARCH_RESNET3D18, 1.0, 1000};
         if (!getenv("NN_BENCH_ENGINES")) engines[0] = conv3d_get_engine(), nengines = 1;
         for (int t = 0; t < nthreads; t++)
             for (int e = 0; e < nengines; e++) bench_step(&r18_step, step_in, threads[t], steps, engines[e]);

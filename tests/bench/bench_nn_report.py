@@ -69,8 +69,10 @@ def main():
                 r[pre + "sgemm_fwdbwd_gflops"], 100 * r[pre + "fwdbwd_gflops"] / r[pre + "sgemm_fwdbwd_gflops"], pfb,
                 r["other_cores"], "%.2f" % p["other_cores"] if p else "n/a"))
     if c512l:
-        w("\nSame layers with `OPENBLAS_CORETYPE=SkylakeX` (AVX-512 kernels; OpenBLAS 0.3.21 picks its")
-        w("Haswell AVX2 kernels on this CPU by default), reference re-measured in that run:\n")
+        core512 = next((r.get("blas_core") for r in c512 if r.get("kind") == "meta"), "?")
+        w("\nSame layers with `OPENBLAS_CORETYPE=SkylakeX` forced (OpenBLAS core `%s` in that run; the tables" % core512)
+        w("above use the core OpenBLAS picks for this CPU by itself, named in the header), reference re-measured")
+        w("in that run:\n")
         w("| layer | thr | fwd | sgemm fwd | fwd+bwd | sgemm f+b | other |")
         w("|---|---|---|---|---|---|---|")
         for r in c512:
