@@ -1,5 +1,7 @@
 // mp3d train: builds the task the config names (train.task) and runs the data-parallel trainer.
+#define _GNU_SOURCE  // sched_getaffinity, CPU_COUNT
 #include <cblas.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,7 +87,14 @@ int stage_train_run(const pl_cfg *cfg, MPI_Comm comm) {
         if (t) t->destroy(t);
         return MP3D_EXIT_FAIL;
     }
-    LOG0("train: blas_threads:%d", threads);
+    // mpirun binds a rank to one core by default (np <= 2): threads beyond the CPUs this rank may
+    // run on only take turns. Said once per rank that has too few.
+    cpu_set_t cpus;
+    int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : threads;
+    if (ncpu < threads)
+        LOG_WARN("train: %d threads but this rank may run on %d CPU(s) (its affinity): start it with "
+                 "`mpirun --bind-to none` or `--map-by slot:PE=%d`, or set train.threads = %d", threads, ncpu, threads, ncpu);
+    LOG0("train: blas_threads:%d cpus:%d", threads, ncpu);
     int code = trainer_run(t, cfg, comm);
     t->destroy(t);
     return code;

@@ -14,15 +14,26 @@ steps=${3:-40}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 T=$(mktemp -d /tmp/mp3d_bench_train.XXXXXX)
 trap 'rm -rf "$T"' EXIT
+# The demo's shard is not in the repository: make it (synth + vdt_imagenet of configs/demo.cfg,
+# ~1 min) when the directory has none.
+if [ ! -f "$shard/imagenet_train.h5" ]; then
+    echo "bench_train: no shard in $shard: making the demo's (mp3d run configs/demo.cfg --only synth,vdt_imagenet)"
+    mpirun -np 1 "$build/mp3d" run "$here/configs/demo.cfg" --set pipeline.dir="$T/demo" \
+        --only synth,vdt_imagenet >"$T/demo.log" 2>&1 || { tail -20 "$T/demo.log"; exit 1; }
+    shard=$T/demo/vdt_imagenet
+fi
 cpu_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 row() { # NP THREADS ENGINE -> "np img_s compute_ms comm_ms data_ms other_cores"
     local np=$1 thr=$2 engine=$3 b=$((16 * $1)) tag="np$1_t$2_$3"
     local c0 t0 c1 t1
     c0=$(cpu_busy); t0=$(date +%s.%N)
-    OPENBLAS_NUM_THREADS=$thr mpirun -np "$np" -x OPENBLAS_NUM_THREADS "$build/mp3d" train "$here/configs/demo_pretrain.cfg" \
+    local bind=()   # mpirun binds a rank to one core by default: its threads need the others
+    [ "$thr" -gt 1 ] && bind=(--bind-to none)
+    OPENBLAS_NUM_THREADS=$thr mpirun -np "$np" "${bind[@]}" -x OPENBLAS_NUM_THREADS "$build/mp3d" train "$here/configs/demo_pretrain.cfg" \
         --set input.root="$shard" --set nn.conv_engine="$engine" \
         --set output.dir="$T/$tag" --set train.batch=$b --set train.lr_batch=$b --set train.max_steps="$steps" \
-        --set train.ckpt_every=100000 --set train.val_every=0 >"$T/$tag.log" 2>&1
+        --set train.ckpt_every=100000 --set train.val_every=0 >"$T/$tag.log" 2>&1 ||
+        { echo "bench_train: run $tag failed:" >&2; tail -20 "$T/$tag.log" >&2; return 1; }
     c1=$(cpu_busy); t1=$(date +%s.%N)
     grep -m1 -o 'blas: core:[A-Za-z0-9_]*' "$T/$tag.log" | sed 's/blas: core://' >"$T/core"
     python3 - "$T/$tag/metrics.jsonl" "$np" "$c0" "$c1" "$t0" "$t1" <<'PY'
@@ -43,7 +54,7 @@ engines=${ENGINES:-gemm dnnl}
 table=""
 summary=""
 for e in $engines; do
-    r1=$(row 1 1 "$e"); r2=$(row 2 1 "$e"); rt=$(row 1 2 "$e")
+    r1=$(row 1 1 "$e") && r2=$(row 2 1 "$e") && rt=$(row 1 2 "$e") || exit 1
     read -r _ ips1 c1 m1 d1 b1 <<<"$r1"
     read -r _ ips2 c2 m2 d2 b2 <<<"$r2"
     read -r _ ipst ct mt dt bt <<<"$rt"
