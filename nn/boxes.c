@@ -2,6 +2,7 @@
 #include "nn/boxes.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 #include "nn/pl.h"
 
@@ -132,10 +133,51 @@ void box_argsort_desc(int64_t *order, const float *scores, int64_t n) {
     }
 }
 
+// fmin / fmax without the libm call (GCC keeps the call without -ffinite-math-only): the
+// non-NaN operand when one is NaN, as C11 F.10.9.2/3 specify
+static inline double nms_min(double x, double y) { return (x < y || y != y) ? x : y; }
+static inline double nms_max(double x, double y) { return (x > y || y != y) ? x : y; }
+
+static inline double nms_min_nonan(double x, double y) { return x < y ? x : y; }
+static inline double nms_max_nonan(double x, double y) { return x > y ? x : y; }
+
+// Marks dead every candidate b in [b0, n) whose IoU with the kept box (x1, y1, x2, y2, area)
+// is above thr. Boxes in sorted order, structure of arrays, no NaN (so min/max need no NaN
+// rule); the expression is box_iou()'s, in double, so the result is the same bits. Branch-free
+// over all candidates (dead ones too: marking them again changes nothing) so it vectorises
+// (kept out of line: inlined into box_nms, GCC 12 no longer vectorised it).
+__attribute__((noinline)) static void nms_suppress(uint8_t *restrict dead, const float *restrict X1, const float *restrict Y1,
+                         const float *restrict X2, const float *restrict Y2, const float *restrict A,
+                         int64_t b0, int64_t n, double x1, double y1, double x2, double y2,
+                         double area, double o, double thr) {
+    for (int64_t b = b0; b < n; b++) {
+        double w = nms_min_nonan(x2, X2[b]) - nms_max_nonan(x1, X1[b]) + o;
+        double h = nms_min_nonan(y2, Y2[b]) - nms_max_nonan(y1, Y1[b]) + o;
+        double in = w * h, u = area + (double)A[b] - in;
+        double r = in / u;  // used only where u > 0 (elsewhere box_iou gives 0)
+        _Bool hit = (w > 0) & (h > 0) & (in > 0) & (u > 0) & (r > thr);
+        dead[b] |= hit;
+    }
+}
+
 int64_t box_nms(int64_t *keep, int64_t *order, uint8_t *dead, const float *boxes,
                 const float *scores, int64_t n, double iou_thr, int plus1, int64_t max_keep) {
     box_argsort_desc(order, scores, n);
     for (int64_t i = 0; i < n; i++) dead[i] = 0;
+    const double o = plus1 ? 1.0 : 0.0;
+    // the sorted boxes as arrays for the vectorised pass; it needs no NaN coordinate and a
+    // threshold >= 0 (a box pair that does not overlap has IoU 0, never above it)
+    float *soa = iou_thr >= 0 && n > 0 ? malloc((size_t)n * 5 * sizeof(float)) : NULL;
+    for (int64_t a = 0; soa && a < n; a++) {
+        const float *bx = boxes + 4 * order[a];
+        if (isnan(bx[0]) || isnan(bx[1]) || isnan(bx[2]) || isnan(bx[3])) {
+            free(soa);
+            soa = NULL;
+            break;
+        }
+        soa[a] = bx[0], soa[n + a] = bx[1], soa[2 * n + a] = bx[2], soa[3 * n + a] = bx[3];
+        soa[4 * n + a] = box_area(bx, plus1);
+    }
     int64_t nk = 0;
     for (int64_t a = 0; a < n; a++) {
         if (dead[a]) continue;
@@ -143,8 +185,25 @@ int64_t box_nms(int64_t *keep, int64_t *order, uint8_t *dead, const float *boxes
         keep[nk++] = i;
         if (max_keep > 0 && nk >= max_keep) break;
         const float *bi = boxes + 4 * i;
-        for (int64_t b = a + 1; b < n; b++)
-            if (!dead[b] && box_iou(bi, boxes + 4 * order[b], plus1) > iou_thr) dead[b] = 1;
+        double area_i = box_area(bi, plus1);
+        if (soa) {
+            nms_suppress(dead, soa, soa + n, soa + 2 * n, soa + 3 * n, soa + 4 * n, a + 1, n, bi[0],
+                         bi[1], bi[2], bi[3], area_i, o, iou_thr);
+            continue;
+        }
+        for (int64_t b = a + 1; b < n; b++) {  // NaN coordinates: fmin/fmax's rule, as box_iou
+            if (dead[b]) continue;
+            const float *bj = boxes + 4 * order[b];
+            double w = nms_min(bi[2], bj[2]) - nms_max(bi[0], bj[0]) + o;
+            double h = nms_min(bi[3], bj[3]) - nms_max(bi[1], bj[1]) + o;
+            double iou = 0.0;
+            if (w > 0 && h > 0) {
+                double in = w * h, u = area_i + (double)box_area(bj, plus1) - in;
+                if (in > 0 && u > 0) iou = in / u;
+            }
+            if (iou > iou_thr) dead[b] = 1;
+        }
     }
+    free(soa);
     return nk;
 }

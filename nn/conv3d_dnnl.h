@@ -17,6 +17,16 @@ int conv3d_dnnl_forward(float *out, const float *in, const conv3d *l, nn_dims in
 // pl_err; on error nothing was accumulated.
 int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
                          nn_dims in_dims);
+// oneDNN's implementation names for layer l on in_dims, "forward/backward-data/backward-weights"
+// (e.g. "jit:avx512_core/jit:avx512_core/jit:avx512_core"), creating its primitives if needed.
+int conv3d_dnnl_impl(char *buf, size_t n, const conv3d *l, nn_dims in_dims);
+// C (m, n) = op(A) op(B) + beta C, row-major, op = transpose when ta / tb, on oneDNN's own
+// JIT sgemm with nn_get_threads() threads. The linear layers use it with the dnnl and auto
+// engines: Debian's OpenBLAS 0.3.21 does not know recent CPUs (it ran its SSE3 `Prescott`
+// kernel at 22 GFLOP/s on a Xeon with AVX-512 where this ran at 153). 0 or a negative pl_err
+// (invalid arguments; C is then untouched).
+int nn_dnnl_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 // Primitives cached so far (for tests), and release of the cache and its buffers.
 int conv3d_dnnl_cached(void);
 void conv3d_dnnl_release(void);

@@ -4,6 +4,8 @@
 #include <cblas.h>
 #include <math.h>
 
+#include "nn/conv3d.h"
+#include "nn/conv3d_dnnl.h"
 #include "nn/parallel.h"
 #include "nn/pl.h"
 
@@ -140,23 +142,30 @@ void avgpool_global_backward(float *dx, const float *dy, nn_dims in) {
     }
 }
 
+// C (m, n) += op(A) op(B), row-major: oneDNN's sgemm with the dnnl and auto engines (see
+// nn_dnnl_sgemm), OpenBLAS with the gemm engine, the reference (and if oneDNN refuses).
+static void linear_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                         const float *b, int64_t ldb, float *c, int64_t ldc) {
+    if (conv3d_get_engine() != CONV3D_ENGINE_GEMM && conv3d_dnnl_available() &&
+        nn_dnnl_sgemm(ta, tb, m, n, k, a, lda, b, ldb, 1.0f, c, ldc) == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n,
+                (int)k, 1.0f, a, (int)lda, b, (int)ldb, 1.0f, c, (int)ldc);
+}
+
 void linear_forward(float *y, const float *x, const linear *l, int64_t n) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t o = 0; o < l->out; o++) y[i * l->out + o] = l->b ? l->b[o] : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)l->out, (int)l->in, 1.0f, x,
-                (int)l->in, l->w, (int)l->in, 1.0f, y, (int)l->out);
+    linear_sgemm(0, 1, n, l->out, l->in, x, l->in, l->w, l->in, y, l->out);
 }
 
 void linear_backward(float *dx, const float *dy, const float *x, const linear *l, int64_t n) {
     // dW (OUT, IN) += dY^T (OUT, N) x X (N, IN); dX (N, IN) += dY (N, OUT) x W (OUT, IN)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)l->out, (int)l->in, (int)n, 1.0f, dy,
-                (int)l->out, x, (int)l->in, 1.0f, l->dw, (int)l->in);
+    linear_sgemm(1, 0, l->out, l->in, n, dy, l->out, x, l->in, l->dw, l->in);
     if (l->db)
         for (int64_t i = 0; i < n; i++)
             for (int64_t o = 0; o < l->out; o++) l->db[o] += dy[i * l->out + o];
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)l->in, (int)l->out, 1.0f,
-                    dy, (int)l->out, l->w, (int)l->in, 1.0f, dx, (int)l->in);
+    if (dx) linear_sgemm(0, 0, n, l->in, l->out, dy, l->out, l->w, l->in, dx, l->in);
 }
 
 void add_forward(float *y, const float *a, const float *b, int64_t count, int relu) {

@@ -114,6 +114,15 @@ static void test_nms(pl_rng *rng) {
     tu_check_near("NMS hand: kept[1] = C", (double)keep[1], 2, 0);
     nk = box_nms(keep, order, dead, hb, hs, 3, 0.7, 0, 0);
     tu_check_near("NMS hand thr 0.7 (IoU 0.68 survives): 3 kept", (double)nk, 3, 0);
+    // a NaN corner: fmin/fmax take the other operand, so A (x2 = NaN) overlaps B over x 2..10:
+    // in 80, union 0 + 100 - 80 = 20, IoU 4 > 0.5 and B goes (a plain `<` would give NaN, IoU 0)
+    const float nb[8] = {2, 0, NAN, 10, 0, 0, 10, 10}, ns[2] = {0.9f, 0.8f};
+    tu_check_near("IoU with a NaN corner follows fmin/fmax", box_iou(nb, nb + 4, 0), 4.0, 1e-12);
+    nk = box_nms(keep, order, dead, nb, ns, 2, 0.5, 0, 0);
+    tu_check_near("NMS with a NaN corner: the same rule (B dropped, 1 kept)", (double)nk, 1, 0);
+    const float ns2[2] = {0.8f, 0.9f};  // now B is kept first and the NaN box is the candidate
+    nk = box_nms(keep, order, dead, nb, ns2, 2, 0.5, 0, 0);
+    tu_check_near("NMS with a NaN corner on the candidate: dropped too, 1 kept", (double)nk, 1, 0);
     const float ts[4] = {0.5f, 0.7f, 0.5f, NAN};
     int64_t ord[4];
     box_argsort_desc(ord, ts, 4);

@@ -16,6 +16,7 @@
 #include "nn/conv3d_dnnl.h"
 #include "nn/loss.h"
 #include "nn/net.h"
+#include "nn/ops.h"
 #include "nn/parallel.h"
 #include "nn/sgd.h"
 #include "tests/test_util.h"
@@ -218,6 +219,49 @@ static void train_steps(conv3d_engine e, double *losses, int steps, float **para
     free(x);
 }
 
+// Linear layers with the dnnl engine run on oneDNN's sgemm: forward, dx and dW/db (accumulated
+// into prefilled buffers) against the OpenBLAS path (the gemm engine) and a double-precision
+// loop, at 1 and 2 threads.
+static void check_linear_dnnl(pl_rng *rng) {
+    const int64_t n = 37, in = 300, out = 50;
+    float *x = tu_alloc(n * in), *w = tu_alloc(out * in), *b = tu_alloc(out), *dy = tu_alloc(n * out);
+    float *y[2], *dx[2], *dw[2], *db[2];
+    tu_fill(x, n * in, rng, -1, 1), tu_fill(w, out * in, rng, -1, 1), tu_fill(b, out, rng, -1, 1);
+    tu_fill(dy, n * out, rng, -1, 1);
+    float *y_ref = tu_alloc(n * out);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t o = 0; o < out; o++) {
+            double s = b[o];
+            for (int64_t j = 0; j < in; j++) s += (double)x[i * in + j] * w[o * in + j];
+            y_ref[i * out + o] = (float)s;
+        }
+    for (int threads = 1; threads <= 2; threads++) {
+        nn_set_threads(threads);
+        for (int e = 0; e < 2; e++) {  // 0: gemm (OpenBLAS), 1: dnnl
+            conv3d_set_engine(e ? CONV3D_ENGINE_DNNL : CONV3D_ENGINE_GEMM);
+            y[e] = tu_alloc(n * out), dx[e] = tu_alloc(n * in), dw[e] = tu_alloc(out * in), db[e] = tu_alloc(out);
+            for (int64_t i = 0; i < n * in; i++) dx[e][i] = 0.25f;  // accumulated into
+            for (int64_t i = 0; i < out * in; i++) dw[e][i] = -0.5f;
+            for (int64_t i = 0; i < out; i++) db[e][i] = 1.0f;
+            linear l = {in, out, w, b, dw[e], db[e]};
+            linear_forward(y[e], x, &l, n);
+            linear_backward(dx[e], dy, x, &l, n);
+        }
+        char what[160];
+        snprintf(what, sizeof what, "linear on oneDNN sgemm, %d thread(s): forward vs double loop", threads);
+        tu_check(what, tu_rel_diff(y[1], y_ref, n * out, 1e-6), 1e-5);
+        snprintf(what, sizeof what, "linear on oneDNN sgemm, %d thread(s): y, dx, dW, db vs OpenBLAS", threads);
+        tu_check(what,
+                 fmax(fmax(tu_rel_diff(y[1], y[0], n * out, 1e-6), tu_rel_diff(dx[1], dx[0], n * in, 1e-6)),
+                      fmax(tu_rel_diff(dw[1], dw[0], out * in, 1e-6), tu_rel_diff(db[1], db[0], out, 1e-6))),
+                 1e-5);
+        for (int e = 0; e < 2; e++) free(y[e]), free(dx[e]), free(dw[e]), free(db[e]);
+    }
+    nn_set_threads(1);
+    conv3d_set_engine(CONV3D_ENGINE_GEMM);
+    free(x), free(w), free(b), free(dy), free(y_ref);
+}
+
 static void check_training_engines(void) {
     enum { STEPS = 4 };
     double lg[STEPS], ld[STEPS], la[STEPS];
@@ -258,8 +302,27 @@ int main(void) {
         {"depthwise k333 g4 s2 bias", 4, 4, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, 4, 1, {1, 4, 5, 5, 6}},
         {"stem k777 s(1,2,2) p3 ic1", 1, 4, {7, 7, 7}, {1, 2, 2}, {3, 3, 3}, 1, 0, {1, 1, 3, 11, 10}},
         {"k333 p1 16->16 (1,16,4,10,12) blocked", 16, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {1, 16, 4, 10, 12}},
+        {"k333 p1 8->16 N2 (channels-last retry)", 8, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 8, 4, 10, 12}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) dnnl_case(&cases[i], &rng);
+    // IC 8, 3x3x3: oneDNN 2.6's `any` choice for backward-weights is its gemm implementation
+    // (12x slower at (4,8,9,64,64)); with AVX2 or better a JIT kernel exists for ndhwc and the
+    // layer must use it for all three passes
+    {
+        conv3d l8 = {0};
+        const conv_case *c8 = &cases[sizeof cases / sizeof cases[0] - 1];
+        l8.sh = conv3d_shape_make(c8->ic, c8->oc, c8->k, c8->s, c8->p, c8->groups, c8->bias);
+        char impl[160] = "";
+        int rc = conv3d_dnnl_impl(impl, sizeof impl, &l8, c8->in);
+        printf("IC 8 3x3x3 layer: oneDNN implementations (fwd/bwd_d/bwd_w) %s\n", impl);
+        const char *w = strrchr(impl, '/');
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2"))
+            tu_check("IC 8 3x3x3: backward-weights runs a JIT kernel, not gemm/ref",
+                     !rc && w && strncmp(w + 1, "jit", 3) == 0 ? 0 : 1, 0);
+        else
+            printf("this CPU has no AVX2: oneDNN has no JIT kernel to prefer here\n");
+    }
     // the same shape again hits the cache (no new primitive set)
     int cached = conv3d_dnnl_cached();
     dnnl_case(&cases[0], &rng);
@@ -269,6 +332,7 @@ int main(void) {
     tu_check("2 threads: a new primitive set", fabs(conv3d_dnnl_cached() - (double)(cached + 1)), 0);
     nn_set_threads(1);
     check_engines(&rng);
+    check_linear_dnnl(&rng);
     check_training_engines();
     conv3d_engine_reset();
     return tu_finish("test_nn_dnnl");

@@ -226,6 +226,7 @@ typedef struct {
     int nprobes;
     double loss;
     double tol;  // float32 vs PyTorch float64; PyTorch's own float32 misses by ~1/4 of it
+    double gtol; // the same for the gradients (0: tol)
 } golden_case;
 
 static const nn_dims GOLDEN_IN = {2, 1, 3, 48, 48};
@@ -309,6 +310,7 @@ static void golden_check(const golden_case *g) {
     tu_check(what, md / mx, g->tol);
     snprintf(what, sizeof what, "%s: grads-ready calls sweep [0, nparams) downwards", g->tag);
     tu_check(what, sw.bad + (sw.expect_end != 0) + (sw.calls == 0), 0);
+    const double gtol = g->gtol > 0 ? g->gtol : g->tol;
     double worst_dot = 0, worst_norm = 0, global = 0;
     const char *wn = "";
     int missing = 0;
@@ -329,7 +331,7 @@ static void golden_check(const golden_case *g) {
         double scale = fmax(g->probes[k].norm, 1e-3 * global);  // tensors with ~0 gradient
         double ed = fabs(dot - g->probes[k].dot) / (scale * sqrt(v2));  // Cauchy-Schwarz scale
         double en = fabs(sqrt(n2) - g->probes[k].norm) / scale;
-        if (getenv("NN_DEBUG") && (ed > g->tol || en > g->tol))
+        if (getenv("NN_DEBUG") && (ed > gtol || en > gtol))
             printf("  %s dot %.6g ref %.6g norm %.6g ref %.6g\n", g->probes[k].name, dot, g->probes[k].dot, sqrt(n2), g->probes[k].norm);
         if (ed > worst_dot) worst_dot = ed, wn = g->probes[k].name;
         worst_norm = fmax(worst_norm, en);
@@ -337,25 +339,30 @@ static void golden_check(const golden_case *g) {
     snprintf(what, sizeof what, "%s vs PyTorch: all %d param grads present", g->tag, g->nprobes);
     tu_check(what, missing, 0);
     snprintf(what, sizeof what, "%s vs PyTorch: grad probes <g,v> (worst %s)", g->tag, wn);
-    tu_check(what, worst_dot, g->tol);
+    tu_check(what, worst_dot, gtol);
     snprintf(what, sizeof what, "%s vs PyTorch: grad norms", g->tag);
-    tu_check(what, worst_norm, g->tol);
+    tu_check(what, worst_norm, gtol);
     nn_net_destroy(net);
     free(x);
 }
 
-#define GOLDEN(tag, arch, width, norm, groups, backbone, gtm, tol)                                                        \
+#define GOLDEN(tag, arch, width, norm, groups, backbone, gtm, tol, gtol)                                                  \
     {#tag, {arch, width, norm, groups, 4, backbone, gtm, 0, 0}, golden_##tag##_logits, golden_##tag##_probes, \
-     (int)(sizeof golden_##tag##_probes / sizeof golden_##tag##_probes[0]), golden_##tag##_loss, tol}
+     (int)(sizeof golden_##tag##_probes / sizeof golden_##tag##_probes[0]), golden_##tag##_loss, tol, gtol}
 static const golden_case GOLDEN_CASES[] = {
-    GOLDEN(r18_bn, NN_ARCH_RESNET3D18, 0.0625, NN_NORM_BN, 0, 0, 0, 1e-4),
-    GOLDEN(v1c_gn, NN_ARCH_RESNET3DV1C18, 0.0625, NN_NORM_GN, 2, 0, 0, 1e-4),
+    GOLDEN(r18_bn, NN_ARCH_RESNET3D18, 0.0625, NN_NORM_BN, 0, 0, 0, 1e-4, 0),
+    GOLDEN(v1c_gn, NN_ARCH_RESNET3DV1C18, 0.0625, NN_NORM_GN, 2, 0, 0, 1e-4, 0),
     // P3D-63 with BatchNorm is ill-conditioned under PyTorch's default init (global gradient
     // norm ~570, BN channels with |mean| >> std): PyTorch's own float32 misses float64 by 3.9e-4.
-    GOLDEN(p3d_bn, NN_ARCH_P3D63, 0.125, NN_NORM_BN, 0, 0, 0, 2e-3),
-    GOLDEN(p3d_gn_gtm, NN_ARCH_P3D63, 0.0625, NN_NORM_GN, 2, 1, 3, 1e-4),
-    GOLDEN(r18_bn_bb, NN_ARCH_RESNET3D18, 0.0625, NN_NORM_BN, 0, 1, 0, 1e-4),
-    GOLDEN(p3d_gn, NN_ARCH_P3D63, 0.0625, NN_NORM_GN, 2, 0, 0, 1e-4),
+    // Its gradients amplify every rounding difference of the layers behind them: the worst
+    // probe was 1.2e-4 with OpenBLAS's Haswell kernels, 4.1e-4 with SkylakeX/Cooperlake and
+    // 1.5e-2 (norms 3.4e-2) with the FMA-less Prescott/Core2/Nehalem/SandyBridge ones (the
+    // kernels Debian's OpenBLAS 0.3.21 picks on a Xeon it does not know), while every layer
+    // alone matches float64 to 1e-5 with each (test_nn_conv). Forward at 2e-3, gradients at 5e-2.
+    GOLDEN(p3d_bn, NN_ARCH_P3D63, 0.125, NN_NORM_BN, 0, 0, 0, 2e-3, 5e-2),
+    GOLDEN(p3d_gn_gtm, NN_ARCH_P3D63, 0.0625, NN_NORM_GN, 2, 1, 3, 1e-4, 0),
+    GOLDEN(r18_bn_bb, NN_ARCH_RESNET3D18, 0.0625, NN_NORM_BN, 0, 1, 0, 1e-4, 0),
+    GOLDEN(p3d_gn, NN_ARCH_P3D63, 0.0625, NN_NORM_GN, 2, 0, 0, 1e-4, 0),
 };
 
 static void check_replan(void) {
