@@ -50,11 +50,13 @@ void conv3d_dnnl_release(void) {}
 // whose lifetimes do not overlap share a buffer: forward, then backward-weights (its inputs die
 // when it has run), then backward-data; only the accumulated outputs (d_dsrc, w_dwei, w_db)
 // live to the end of the backward call. So two activation-sized buffers serve all six roles.
+// Backward-data's diff_dst uses backward-weights' (A_OUT): when both want the same layout it
+// is reordered once (ddst_shared), and its diff_src goes to A_IN, free once backward-weights ran.
 enum { R_F_SRC, R_F_WEI, R_F_DST, R_D_DDST, R_D_WEI, R_D_DSRC, R_W_SRC, R_W_DDST, R_W_DWEI, R_W_DB, R_COUNT };
 enum { A_IN, A_OUT, A_WEI, A_DWEI, A_DB, A_COUNT };
 static const int g_arena_of[R_COUNT] = {
     [R_F_SRC] = A_IN, [R_F_WEI] = A_WEI, [R_F_DST] = A_OUT, [R_W_SRC] = A_IN, [R_W_DDST] = A_OUT,
-    [R_W_DWEI] = A_DWEI, [R_W_DB] = A_DB, [R_D_DDST] = A_IN, [R_D_WEI] = A_WEI, [R_D_DSRC] = A_OUT};
+    [R_W_DWEI] = A_DWEI, [R_W_DB] = A_DB, [R_D_DDST] = A_OUT, [R_D_WEI] = A_WEI, [R_D_DSRC] = A_IN};
 
 // One tensor argument of one primitive: the user's plain buffer and, when oneDNN wants another
 // layout or the result must be added, an internal buffer (arena role) and the reorder between.
@@ -76,6 +78,7 @@ typedef struct {
     dn_tensor f_src, f_wei, f_bias, f_dst;
     dn_tensor d_ddst, d_wei, d_dsrc;
     dn_tensor w_src, w_ddst, w_dwei, w_db;
+    int ddst_shared;  // backward-data takes diff_dst in the layout backward-weights got it in
 } dn_layer;
 
 static struct {
@@ -276,6 +279,10 @@ static int dn_layer_create(dn_layer **out, const conv3d_shape *s, nn_dims in, in
         (rc = dn_tensor_make(&L->w_dwei, &wei_u, MD(wpd, dnnl_query_diff_weights_md, 0), 2, R_W_DWEI)) ||
         (s->bias && (rc = dn_tensor_make(&L->w_db, &bias_u, MD(wpd, dnnl_query_diff_weights_md, 1), 2, R_W_DB))))
         goto done;
+    // diff_dst reordered once per backward: backward-data reads backward-weights' copy (A_OUT;
+    // backward-data writes diff_src into A_IN, whose backward-weights src is dead by then)
+    L->ddst_shared = L->w_ddst.inner && L->d_ddst.inner &&
+                     dnnl_memory_desc_equal(MD(wpd, dnnl_query_diff_dst_md, 0), MD(dpd, dnnl_query_diff_dst_md, 0));
 #undef MD
     if (L->f_bias.inner) {  // a plain vector: oneDNN keeps x; anything else is unexpected here
         rc = pl_fail(PL_EUNSUPPORTED, "conv3d dnnl: forward bias in a non-plain layout");
@@ -414,7 +421,13 @@ int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const c
                             {DNNL_ARG_DIFF_BIAS, db}};
     if ((rc = dn_exec(L->bwd_w, db ? 4 : 3, a))) goto done;
     if (din) {
-        if ((rc = dn_bind(&ddst, &L->d_ddst, dout, 1)) || (rc = dn_bind(&wei, &L->d_wei, l->w, 1)) ||
+        if (L->ddst_shared) {  // already in A_OUT, as backward-weights left it
+            DN(dnnl_memory_set_data_handle(L->d_ddst.inner, g_dn.arena[g_arena_of[R_D_DDST]]));
+            ddst = L->d_ddst.inner;
+        } else if ((rc = dn_bind(&ddst, &L->d_ddst, dout, 1))) {
+            goto done;
+        }
+        if ((rc = dn_bind(&wei, &L->d_wei, l->w, 1)) ||
             (rc = dn_bind(&dsrc, &L->d_dsrc, din, 0)))
             goto done;
         dnnl_exec_arg_t ad[3] = {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}};
