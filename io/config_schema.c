@@ -84,7 +84,7 @@ const cfg_key cfg_schema[] = {
     {"train.threads", CFG_INT, "0", 0, 1024, ANY, "BLAS threads per rank; 0 = OPENBLAS_NUM_THREADS or 1"},
 
     // --- nn: compute engines ------------------------------------------------------------
-    {"nn.conv_engine", CFG_STRING, "\"gemm\"", 0, 0, "auto|gemm|dnnl", "convolutions: gemm = vol2col + OpenBLAS sgemm (the reference); dnnl = oneDNN's direct kernels where the build has them; auto = per layer shape, the faster of the two measured at first use (not bit-reproducible across runs)"},
+    {"nn.conv_engine", CFG_STRING, "\"dnnl\"", 0, 0, "auto|gemm|dnnl", "convolutions: gemm = vol2col + OpenBLAS sgemm (the reference); dnnl = oneDNN's direct kernels where the build has them; auto = per layer shape, the faster of the two measured at first use (not bit-reproducible across runs)"},
 
     // --- detector ----------------------------------------------------------------------
     {"det.anchors_from", CFG_STRING, "\"\"", 0, 0, ANY, "anchors.cfg written by mp3d anchors: its det.anchor_scale / det.anchor_ratios replace these (\"\" = use them)"},

@@ -146,6 +146,24 @@ static void check_engines(pl_rng *rng) {
     tu_check("engine dnnl: forward vs naive", tu_rel_diff(y, y_ref, ny, 1e-6), 1e-5);
     tu_check("engine dnnl: the layer runs on oneDNN", conv3d_engine_for(&l, x, in, ws, wsf) == CONV3D_ENGINE_DNNL ? 0 : 1, 0);
     tu_check("engine dnnl: a primitive set is cached (1 expected)", fabs(conv3d_dnnl_cached() - 1.0), 0);
+    {  // the GTM shape (grouped 1x1x1, one output channel per group) stays on gemm under dnnl
+        conv3d gl = {0};
+        const int64_t k1[3] = {1, 1, 1}, p0[3] = {0, 0, 0};
+        gl.sh = conv3d_shape_make(12, 4, k1, s, p0, 4, 0);
+        nn_dims gin = nn_dims_make(1, 12, 1, 6, 5), go;
+        PL_ASSERT(conv3d_out_dims(&go, &gl.sh, gin) == 0);
+        float *gx = tu_alloc(nn_dims_count(gin)), *gw = tu_alloc(conv3d_weight_count(&gl.sh));
+        float *gy = tu_alloc(nn_dims_count(go)), *gy_ref = tu_alloc(nn_dims_count(go));
+        tu_fill(gx, nn_dims_count(gin), rng, -1, 1), tu_fill(gw, conv3d_weight_count(&gl.sh), rng, -1, 1);
+        gl.w = gw;
+        conv3d_forward_naive(gy_ref, gx, &gl, gin);
+        conv3d_forward(gy, gx, &gl, gin, ws, wsf);
+        tu_check("engine dnnl: the GTM shape (g4, 3 -> 1 per group, 1x1x1) runs on gemm",
+                 conv3d_engine_for(&gl, gx, gin, ws, wsf) == CONV3D_ENGINE_GEMM ? 0 : 1, 0);
+        tu_check("engine dnnl: GTM shape forward vs naive", tu_rel_diff(gy, gy_ref, nn_dims_count(go), 1e-6), 1e-5);
+        tu_check("engine dnnl: no primitive set for the GTM shape (still 1)", fabs(conv3d_dnnl_cached() - 1.0), 0);
+        free(gx), free(gw), free(gy), free(gy_ref);
+    }
 
     // auto: decides once, logs it, leaves dw/db alone while measuring
     conv3d_engine_reset();

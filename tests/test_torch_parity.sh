@@ -3,7 +3,7 @@
 # PyTorch-written initial parameters (model.init_from), the whole 16-sample training set as one
 # batch of (16, 1, 3, 32, 32), augmentation off, SGD momentum 0.9 + Nesterov, weight decay on
 # conv/linear weights only (train.wd_norm_bias = false), linear warm-up + cosine, label smoothing
-# 0.1, 20 steps on 1 rank and on 2 ranks with sync BatchNorm (and, in builds with oneDNN, on 1 rank
+# 0.1, 20 steps on 1 rank and on 2 ranks with sync BatchNorm, nn.conv_engine = "gemm" (and, in builds with oneDNN, on 1 rank
 # with nn.conv_engine = "dnnl" and on 2 ranks with "auto", whose ranks must adopt rank 0's engine
 # choices). The reference is the same recipe in PyTorch float64; every step's loss,
 # the final parameters and BatchNorm buffers must agree to a relative 1e-4, the momentum buffers
@@ -51,10 +51,11 @@ cat >"$T/parity.json" <<EOF
  "tol": 1e-4, "tol_state": 1e-2,
  "mp3d_dirs": [{"dir": "$T/mp3d", "label": "np1"}, {"dir": "$T/mp3d2", "label": "np2_syncbn"}]}
 EOF
-"$BIN" train "$T/parity.cfg" >"$T/mp3d.log" 2>&1 || { cat "$T/mp3d.log"; echo "FAIL: mp3d train"; exit 1; }
+# the gemm engine (the reference path) set explicitly: the default is dnnl since 2026-12-05
+"$BIN" train "$T/parity.cfg" --set nn.conv_engine=gemm >"$T/mp3d.log" 2>&1 || { cat "$T/mp3d.log"; echo "FAIL: mp3d train"; exit 1; }
 # 2 ranks with synchronised BatchNorm compute the same step as 1 rank (8 samples each, loss scaled
 # by the local share, gradients all-reduced): the same PyTorch run is their reference too.
-mpirun -np 2 "$BIN" train "$T/parity.cfg" --set output.dir="$T/mp3d2" --set train.sync_bn=true >"$T/mp3d2.log" 2>&1 ||
+mpirun -np 2 "$BIN" train "$T/parity.cfg" --set output.dir="$T/mp3d2" --set train.sync_bn=true --set nn.conv_engine=gemm >"$T/mp3d2.log" 2>&1 ||
     { cat "$T/mp3d2.log"; echo "FAIL: mp3d train on 2 ranks"; exit 1; }
 # oneDNN engines (issue 15 item 3): the same reference, when the build has oneDNN
 if grep -q "onednn:built" "$T/mp3d.log"; then

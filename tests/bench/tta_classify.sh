@@ -11,7 +11,8 @@
 # statistics (sync_bn = false, as in the demo); PyTorch's one process, like mp3d's 1-rank run,
 # normalises the batch of 32.
 # Users' kernels: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for the runs (issue 15).
-# TTA_ENGINES="dnnl" adds both mp3d runs again with nn.conv_engine=dnnl (the default is gemm).
+# The base mp3d runs set nn.conv_engine=gemm (the default until 2026-12-05, now dnnl);
+# TTA_ENGINES="dnnl" adds both mp3d runs again with nn.conv_engine=dnnl.
 #
 # usage: bash tests/bench/tta_classify.sh BUILD_DIR WORK_DIR [SEEDS]    (about 12 min per seed on
 #        2 quiet cores; TTA_REPORT_ONLY=1 re-writes the report from the runs in WORK_DIR)
@@ -46,7 +47,7 @@ for seed in $SEEDS; do
     $PY "$here/tests/bench/tta_classify.py" init "$E/init_$seed.h5" 0.25 10 "$seed"
     rm -rf "$E/mp3d_$seed" && mkdir -p "$E/mp3d_$seed"
     { time mpirun -np 2 "$B" train "$here/configs/demo_pretrain.cfg" --set input.root="$E/vdt" \
-        --set output.dir="$E/mp3d_$seed" --set model.init_from="$E/init_$seed.h5" \
+        --set output.dir="$E/mp3d_$seed" --set model.init_from="$E/init_$seed.h5" --set nn.conv_engine=gemm \
         --set run.seed="$seed" --set train.val_every=2.0 --set train.ckpt_every=100000 \
         >"$E/mp3d_$seed.log" 2>&1 ; } 2>"$E/mp3d_$seed/cpu.txt"
     mkdir -p "$E/torch_$seed"
@@ -58,7 +59,7 @@ for seed in $SEEDS; do
         rm -rf "$E/mp3d1_$seed" && mkdir -p "$E/mp3d1_$seed"
         { time OPENBLAS_NUM_THREADS=2 "$B" train "$here/configs/demo_pretrain.cfg" --set input.root="$E/vdt" \
             --set output.dir="$E/mp3d1_$seed" --set model.init_from="$E/init_$seed.h5" --set train.threads=2 \
-            --set run.seed="$seed" --set train.val_every=2.0 --set train.ckpt_every=100000 \
+            --set nn.conv_engine=gemm --set run.seed="$seed" --set train.val_every=2.0 --set train.ckpt_every=100000 \
             >"$E/mp3d1_$seed.log" 2>&1 ; } 2>"$E/mp3d1_$seed/cpu.txt"
         runs+=("mp3d-1rank-seed$seed=$E/mp3d1_$seed")
     fi
@@ -83,7 +84,7 @@ $PY "$here/tests/bench/tta_classify.py" report "$out" "VDT pre-training, 2 cores
     echo
     echo "Command: \`bash tests/bench/tta_classify.sh build WORK \"$SEEDS\"\` ($(date -u +%Y-%m-%d))."
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, load average (1, 5, 15 min) at the end of the runs: $(cat "$E/loadavg.txt" 2>/dev/null || echo not recorded)."
-    echo "mp3d: $(grep -m1 'INFO blas:' "$E/mp3d_${SEEDS%% *}.log" | sed 's/.*INFO blas: //'), 2 ranks; convolution engine gemm (vol2col + sgemm, the default)${TTA_ENGINES:+, and the runs named mp3d-<engine> with nn.conv_engine=<engine> ($TTA_ENGINES)};"
+    echo "mp3d: $(grep -m1 'INFO blas:' "$E/mp3d_${SEEDS%% *}.log" | sed 's/.*INFO blas: //'), 2 ranks; convolution engine gemm (vol2col + sgemm, set explicitly)${TTA_ENGINES:+, and the runs named mp3d-<engine> with nn.conv_engine=<engine> ($TTA_ENGINES)};"
     echo "PyTorch: $($PY -c 'import torch; print(torch.__version__, "threads 2,", torch.backends.mkldnn.is_available() and "oneDNN" or "")')."
     echo "CPU seconds: user + system of each whole run (all its processes), from bash's \`time\`; the CPU seconds to a level are"
     echo "estimated as the wall time to that level times the run's CPU/wall ratio (labelled est.)."
