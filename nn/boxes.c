@@ -133,11 +133,6 @@ void box_argsort_desc(int64_t *order, const float *scores, int64_t n) {
     }
 }
 
-// fmin / fmax without the libm call (GCC keeps the call without -ffinite-math-only): the
-// non-NaN operand when one is NaN, as C11 F.10.9.2/3 specify
-static inline double nms_min(double x, double y) { return (x < y || y != y) ? x : y; }
-static inline double nms_max(double x, double y) { return (x > y || y != y) ? x : y; }
-
 static inline double nms_min_nonan(double x, double y) { return x < y ? x : y; }
 static inline double nms_max_nonan(double x, double y) { return x > y ? x : y; }
 
@@ -185,24 +180,13 @@ int64_t box_nms(int64_t *keep, int64_t *order, uint8_t *dead, const float *boxes
         keep[nk++] = i;
         if (max_keep > 0 && nk >= max_keep) break;
         const float *bi = boxes + 4 * i;
-        double area_i = box_area(bi, plus1);
         if (soa) {
             nms_suppress(dead, soa, soa + n, soa + 2 * n, soa + 3 * n, soa + 4 * n, a + 1, n, bi[0],
-                         bi[1], bi[2], bi[3], area_i, o, iou_thr);
+                         bi[1], bi[2], bi[3], box_area(bi, plus1), o, iou_thr);
             continue;
         }
-        for (int64_t b = a + 1; b < n; b++) {  // NaN coordinates: fmin/fmax's rule, as box_iou
-            if (dead[b]) continue;
-            const float *bj = boxes + 4 * order[b];
-            double w = nms_min(bi[2], bj[2]) - nms_max(bi[0], bj[0]) + o;
-            double h = nms_min(bi[3], bj[3]) - nms_max(bi[1], bj[1]) + o;
-            double iou = 0.0;
-            if (w > 0 && h > 0) {
-                double in = w * h, u = area_i + (double)box_area(bj, plus1) - in;
-                if (in > 0 && u > 0) iou = in / u;
-            }
-            if (iou > iou_thr) dead[b] = 1;
-        }
+        for (int64_t b = a + 1; b < n; b++)  // NaN coordinates (or thr < 0): box_iou's fmin/fmax rule
+            if (!dead[b] && box_iou(bi, boxes + 4 * order[b], plus1) > iou_thr) dead[b] = 1;
     }
     free(soa);
     return nk;

@@ -164,11 +164,16 @@ done:
 
 // 1 when oneDNN picked one of its direct JIT kernels for pd ("jit:avx512_core", "jit_1x1:avx2",
 // "brgconv:avx512_core", ...), 0 for its gemm-based ones ("x64:gemm:jit") and the reference.
-static int dn_is_jit(const_dnnl_primitive_desc_t pd) {
+static const char *dn_impl_str(const_dnnl_primitive_desc_t pd) {
     const char *info = NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) != dnnl_success || !info)
-        return 0;
-    return !strstr(info, "gemm") && strncmp(info, "ref", 3) != 0;
+        return "?";
+    return info;
+}
+
+static int dn_is_jit(const_dnnl_primitive_desc_t pd) {
+    const char *info = dn_impl_str(pd);
+    return strcmp(info, "?") != 0 && !strstr(info, "gemm") && strncmp(info, "ref", 3) != 0;
 }
 
 // One candidate for a pass: created from desc, it becomes *pd when it is a JIT kernel (returns
@@ -186,10 +191,7 @@ static int dn_pick(dnnl_primitive_desc_t *pd, const void *desc, const_dnnl_primi
 }
 
 static void dn_impl_name(char dst[DN_IMPL_LEN], const_dnnl_primitive_desc_t pd) {
-    const char *info = NULL;
-    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) != dnnl_success || !info)
-        info = "?";
-    snprintf(dst, DN_IMPL_LEN, "%s", info);
+    snprintf(dst, DN_IMPL_LEN, "%s", dn_impl_str(pd));
 }
 
 // Creates the three primitives and their tensors for layer shape s on input dims in.
