@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "io/fileio.h"
@@ -19,6 +20,7 @@
 
 static const int64_t shard_format_version = 1;        // attribute "format_version"
 static const size_t shard_round_bytes = 64u << 20;     // raw data per collective write round
+static const size_t shard_spool_memory = 512u << 20;   // spool: the first samples kept in memory
 enum { SHARD_MAX_ATTRS = 64, SHARD_NAME_CAP = 256 };
 
 #define SHARD_H5(call, ...)                                                       \
@@ -75,7 +77,9 @@ typedef struct {
 struct h5shard_writer {
     char *path;
     char spool_path[4096];
-    int fd;                     // spool: sample i at i * sample_bytes
+    int fd;                     // spool file: sample i >= mem_n at (i - mem_n) * sample_bytes
+    uint8_t *mem;               // spool head in memory: samples [0, mem_n), room for mem_cap
+    int64_t mem_n, mem_cap, mem_max;   // mem_max: samples allowed in memory (0 once one spilled)
     shard_layout lay;           // copied, names owned
     shard_col *cols, *rows;
     char *data_name, *offsets_name;
@@ -108,6 +112,7 @@ static void writer_free(h5shard_writer *w) {
     if (w->direct) direct_close(w);
     if (w->fd >= 0) close(w->fd);
     if (w->spool_path[0]) unlink(w->spool_path);
+    if (w->mem) munmap(w->mem, (size_t)w->mem_cap * w->sample_bytes);
     for (int c = 0; c < w->lay.ncols; c++) { free(w->colbuf ? w->colbuf[c] : NULL); free((char *)w->cols[c].name); }
     for (int c = 0; c < w->lay.nrows; c++) { free(w->rowbuf ? w->rowbuf[c] : NULL); free((char *)w->rows[c].name); }
     free(w->colbuf);
@@ -195,6 +200,12 @@ int h5shard_writer_create(h5shard_writer **out, const char *path, const shard_la
         writer_free(w);
         return pl_fail(PL_EIO, "%s.spool.%d: cannot create the sample spool: %s", path, rank, strerror(e));
     }
+    // The first samples stay in memory (h5shard_finish then writes them without reading them
+    // back); MP3D_SHARD_SPOOL_MEMORY (bytes) overrides the bound, for tests.
+    size_t mem = shard_spool_memory;
+    const char *env = getenv("MP3D_SHARD_SPOOL_MEMORY");
+    if (env && *env) mem = (size_t)strtoull(env, NULL, 10);
+    w->mem_max = (int64_t)(mem / w->sample_bytes);
     *out = w;
     return 0;
 }
@@ -251,10 +262,31 @@ int h5shard_add(h5shard_writer *w, int64_t key, const void *data, const void *co
     if (w->direct) return pl_fail(PL_EINVAL, "%s: h5shard_add on a direct writer (use h5shard_add_at)", w->path);
     int rc = reserve_sample(w, key, nrow);
     if (rc) return rc;
-    // raw data to the spool
+    // raw data to the spool: its memory head while there is room (a failed allocation only ends
+    // the head), then the file
+    if (w->n < w->mem_max && w->n == w->mem_n) {
+        if (!w->mem) {   // address space for the whole head, touched as it fills; huge pages
+            void *q = mmap(NULL, (size_t)w->mem_max * w->sample_bytes, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (q != MAP_FAILED) {
+#ifdef MADV_HUGEPAGE
+                madvise(q, (size_t)w->mem_max * w->sample_bytes, MADV_HUGEPAGE);   // a hint (page faults are dear in VMs)
+#endif
+                w->mem = q;
+                w->mem_cap = w->mem_max;
+            }
+        }
+        if (w->mem_n < w->mem_cap) {
+            memcpy(w->mem + (size_t)w->mem_n * w->sample_bytes, data, w->sample_bytes);
+            w->mem_n++;
+            remember_sample(w, key, colvals, nrow, rowvals);
+            return 0;
+        }
+    }
+    w->mem_max = 0;
     const uint8_t *p = data;
     size_t left = w->sample_bytes;
-    off_t at = (off_t)w->n * (off_t)w->sample_bytes;
+    off_t at = (off_t)(w->n - w->mem_n) * (off_t)w->sample_bytes;
     while (left > 0) {
         ssize_t k = pwrite(w->fd, p, left, at);
         if (k < 0 && errno == EINTR) continue;
@@ -493,12 +525,14 @@ done:
 // written so far lie below the round); a slot is only overwritten once the sample in it has been
 // read (its own new position is lower, so in this round or an earlier one). Each rank reads only
 // slots it wrote itself. Collective; returns the same code on every rank.
+static size_t round_bytes(void) {
+    const char *env = getenv("MP3D_SHARD_ROUND_BYTES");   // smaller rounds, for tests
+    return env && atol(env) > 0 ? (size_t)atol(env) : shard_round_bytes;
+}
+
 static int close_holes(h5shard_writer *w, MPI_Comm comm, const int64_t *perm, int64_t off, int64_t N) {
     if (N == w->reserve) return 0;   // the same on every rank: no empty slot, nothing moves
-    size_t round = shard_round_bytes;
-    const char *env = getenv("MP3D_SHARD_ROUND_BYTES");   // smaller rounds, for tests
-    if (env && atol(env) > 0) round = (size_t)atol(env);
-    int64_t B = (int64_t)PL_MAX((size_t)1, round / w->sample_bytes), n = w->n;
+    int64_t B = (int64_t)PL_MAX((size_t)1, round_bytes() / w->sample_bytes), n = w->n;
     int lrc = 0, rc = 0;
     uint8_t *buf = pl_malloc(w->sample_bytes * (size_t)PL_MIN(B, PL_MAX(n, (int64_t)1)), "shard compaction");
     if (!buf) lrc = PL_ENOMEM;
@@ -533,8 +567,12 @@ static int close_holes(h5shard_writer *w, MPI_Comm comm, const int64_t *perm, in
 }
 
 static int read_spool(const h5shard_writer *w, uint8_t *dst, int64_t i) {
+    if (i < w->mem_n) {
+        memcpy(dst, w->mem + (size_t)i * w->sample_bytes, w->sample_bytes);
+        return 0;
+    }
     size_t left = w->sample_bytes;
-    off_t at = (off_t)i * (off_t)w->sample_bytes;
+    off_t at = (off_t)(i - w->mem_n) * (off_t)w->sample_bytes;
     while (left > 0) {
         ssize_t k = pread(w->fd, dst, left, at);
         if (k < 0 && errno == EINTR) continue;
@@ -580,7 +618,7 @@ static int write_file(h5shard_writer *w, MPI_Comm comm, const char *tmp, const i
 
     // --- raw data, in rounds of up to B samples per rank
     {
-        int64_t B = (int64_t)PL_MAX((size_t)1, shard_round_bytes / w->sample_bytes);
+        int64_t B = (int64_t)PL_MAX((size_t)1, round_bytes() / w->sample_bytes);
         int64_t my_rounds = (n + B - 1) / B, rounds = 0;
         MPI_Allreduce(&my_rounds, &rounds, 1, MPI_INT64_T, MPI_MAX, comm);
         mt = make_type(w->lay.data_type, 0, 0);
@@ -591,9 +629,14 @@ static int write_file(h5shard_writer *w, MPI_Comm comm, const char *tmp, const i
         if (!buf) { rc = PL_ENOMEM; goto done; }
         for (int64_t r = 0; r < rounds; r++) {
             int64_t i0 = PL_MIN(n, r * B), i1 = PL_MIN(n, (r + 1) * B);
-            for (int64_t i = i0; i < i1 && rc == 0; i++) rc = read_spool(w, buf + (size_t)(i - i0) * w->sample_bytes, perm[i]);
+            // samples added in key order and held in memory are written from there
+            int inplace = i1 > i0 && perm[i1 - 1] < w->mem_n;
+            for (int64_t i = i0 + 1; i < i1 && inplace; i++) inplace = perm[i] == perm[i - 1] + 1;
+            const uint8_t *src = inplace ? w->mem + (size_t)perm[i0] * w->sample_bytes : buf;
+            for (int64_t i = i0; i < i1 && rc == 0 && !inplace; i++)
+                rc = read_spool(w, buf + (size_t)(i - i0) * w->sample_bytes, perm[i]);
             if (rc) goto done;  // a local I/O failure: the caller aborts everyone after this call returns
-            rc = write_entries(ds, mt, dxpl, buf, off + i0, i1 - i0, all_collective, w->data_name);
+            rc = write_entries(ds, mt, dxpl, src, off + i0, i1 - i0, all_collective, w->data_name);
             if (rc) goto done;
         }
         free(buf);

@@ -36,7 +36,8 @@ typedef struct {
     double write_seconds;         // HDF5 part of h5shard_finish
 } h5shard_stats;
 
-// Not collective. Samples are spooled to `path`.spool.<rank> until h5shard_finish; the layout is
+// Not collective. Samples are spooled until h5shard_finish: the first 512 MiB of them in memory,
+// the rest in the file `path`.spool.<rank> (MP3D_SHARD_SPOOL_MEMORY, bytes, sets the bound); the layout is
 // copied (names too). `rank` only names the spool file.
 int h5shard_writer_create(h5shard_writer **w, const char *path, const shard_layout *layout, int rank);
 // Not collective. Adds one sample: data (dims...), colvals[c] -> cols[c].width values,

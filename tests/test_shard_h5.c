@@ -32,6 +32,7 @@ static const shard_col g_cols[] = {{"name", SHARD_STR, 16}, {"pair", SHARD_I32, 
 static const shard_col g_rows[] = {{"boxes", SHARD_F64, 4}, {"label", SHARD_I32, 1}};
 
 enum { SPOOL = 0, DIRECT_HOLES = 1, DIRECT_EXACT = 2 };
+static int g_forward;   // 1: items added in key order (the spool's in-place write path)
 
 // Writes items [0, nitems) split by byte size over comm into path; returns the finish code.
 // DIRECT_HOLES reserves a slot for every item plus 2 at the end, so the bad items and the end
@@ -54,8 +55,9 @@ static int write_items_mode(const char *path, MPI_Comm comm, int nitems, int fai
         int rc = h5shard_writer_create_direct(&w, path, &lay, mode == DIRECT_HOLES ? nitems + 2 : ngood, comm);
         if (rc) return rc;
     }
-    // items added in reverse order: the writer must sort them by key
-    for (int64_t k = b1 - 1; k >= b0; k--) {
+    // items added in reverse order: the writer must sort them by key (g_forward: in key order)
+    for (int64_t it = 0; it < b1 - b0; it++) {
+        int64_t k = g_forward ? b0 + it : b1 - 1 - it;
         if (is_bad(k)) continue;
         int16_t data[D0 * D1 * D2];
         for (int i = 0; i < D0 * D1 * D2; i++) data[i] = data_val(k, i);
@@ -196,7 +198,7 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "shard_h5_np%d", size);
     if (rank == 0) {  // outputs of an earlier run (an interrupted one leaves .tmp files) must not count
         mkdir(dir, 0755);
-        const char *names[] = {"one", "two", "all", "direct_exact", "direct_holes", "direct_rounds", "direct_zero",
+        const char *names[] = {"one", "two", "all", "forward", "direct_exact", "direct_holes", "direct_rounds", "direct_zero",
                                "direct_bad", "few", "zero", "bad", "order", "unfinished"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             char q[300];
@@ -217,8 +219,13 @@ int main(int argc, char **argv) {
     MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? 0 : MPI_UNDEFINED, rank, &c1);
     MPI_Comm_split(MPI_COMM_WORLD, rank < 2 ? 0 : MPI_UNDEFINED, rank, &c2);
     h5shard_stats st = {0};
+    // the spool: 1 rank all in its file, 2 ranks 2 samples (48 bytes each) in memory and the
+    // rest in the file, all ranks all in memory (the default bound)
+    setenv("MP3D_SHARD_SPOOL_MEMORY", "0", 1);
     if (c1 != MPI_COMM_NULL) CHECK(write_items(p1, c1, NITEMS, -1, 0, &st) == 0, "1-rank write");
+    setenv("MP3D_SHARD_SPOOL_MEMORY", "96", 1);
     if (c2 != MPI_COMM_NULL) CHECK(write_items(p2, c2, NITEMS, -1, 0, &st) == 0, "2-rank write");
+    unsetenv("MP3D_SHARD_SPOOL_MEMORY");
     CHECK(write_items(pa, MPI_COMM_WORLD, NITEMS, -1, 0, &st) == 0, "all-rank write");
     CHECK(st.n_total == NITEMS - 2 && st.rows_total > 0, "stats n %lld rows %lld", (long long)st.n_total, (long long)st.rows_total);
     CHECK(st.all_collective == 1, "raw data writes fell back to independent I/O");
@@ -232,6 +239,22 @@ int main(int argc, char **argv) {
         char sp[400];
         snprintf(sp, sizeof sp, "%s.spool.0", pa);
         CHECK(access(sp, F_OK) != 0, "spool %s left behind", sp);
+    }
+    // items added in key order, held in memory: written in place, in rounds of 3 samples
+    {
+        char pf[300];
+        snprintf(pf, sizeof pf, "%s/forward.h5", dir);
+        g_forward = 1;
+        setenv("MP3D_SHARD_ROUND_BYTES", "144", 1);
+        h5shard_stats sf = {0};
+        CHECK(write_items(pf, MPI_COMM_WORLD, NITEMS, -1, 0, &sf) == 0 && sf.n_total == NITEMS - 2, "forward write");
+        unsetenv("MP3D_SHARD_ROUND_BYTES");
+        g_forward = 0;
+        MPI_Barrier(MPI_COMM_WORLD);
+        if (rank == 0) {
+            check_content(pf, NITEMS);
+            check_same(pf, pa);
+        }
     }
 
     // direct writer: the same datasets without empty slots, with them (one round), and with them

@@ -33,6 +33,10 @@ enum { NAME_W = 64 };
 // as PIL's BILINEAR resize does): output pixel o of an axis reads input pixels around
 // centre (o + 0.5) * in / out with weights max(0, 1 - |k + 0.5 - centre| / support),
 // support = max(in / out, 1), normalised to sum 1.
+// One RGB pixel as 4 float lanes (r, g, b, 0): GCC/clang vector extensions (16-byte aligned,
+// which malloc guarantees on the platforms we build for).
+typedef float v4f __attribute__((vector_size(16)));
+
 typedef struct {
     int *first, *count;   // (out) first input index and tap count
     float *w;             // (out, taps)
@@ -51,7 +55,7 @@ static int axis_init(vdt_axis *a, int in, int out, int o0, int n) {
     a->taps = (int)ceil(support) * 2 + 1;
     a->first = pl_malloc(sizeof(int) * (size_t)n, "resize taps");
     a->count = pl_malloc(sizeof(int) * (size_t)n, "resize taps");
-    a->w = pl_malloc(sizeof(float) * (size_t)n * (size_t)a->taps, "resize weights");
+    a->w = pl_calloc((size_t)n * (size_t)a->taps, sizeof(float), "resize weights");   // taps past count stay 0
     if (!a->first || !a->count || !a->w) return PL_ENOMEM;
     for (int i = 0; i < n; i++) {
         double c = (o0 + i + 0.5) * scale;
@@ -82,6 +86,25 @@ static int axis_init(vdt_axis *a, int in, int out, int o0, int n) {
     return 0;
 }
 
+// One row of the horizontal pass: dst (C, 3) from px, the row's floats (interleaved RGB,
+// starting at column c0, zero-padded by `taps` pixels). Every output reads `taps` pixels, the
+// weights past its count being 0: adding 0 * p (p finite, >= 0) to a sum >= +0 changes no bit,
+// so per channel the sums are the plain per-pixel loop's (a += w[t] * p[t], t ascending) bit
+// for bit, without the unpredictable loop exit. `taps` a constant at the call (inlined, unrolled).
+static inline void hpass_row(float *restrict dst, const float *restrict px, const vdt_axis *ax, int C, int c0, int taps) {
+    for (int i = 0; i < C; i++) {
+        const float *wt = ax->w + (size_t)i * (size_t)ax->taps;
+        const float *p = px + (size_t)(ax->first[i] - c0) * 3;
+        v4f a = {0, 0, 0, 0};
+        for (int t = 0; t < taps; t++) {
+            v4f v;
+            memcpy(&v, p + 3 * t, sizeof v);   // lane 3 (the next pixel's red) is never used
+            a += wt[t] * v;
+        }
+        memcpy(dst + 3 * i, &a, sizeof a);   // lane 3 is overwritten by the next pixel (or the slack)
+    }
+}
+
 // Resize (h, w, 3) so the short side is S, then centre-crop C x C into planes (3, C, C).
 // Only the cropped window is computed. Sets the scale and crop offset used (for boxes).
 static int resize_crop(uint8_t *out, const uint8_t *rgb, int w, int h, int S, int C, double *sx, double *sy, int *x0, int *y0) {
@@ -102,27 +125,28 @@ static int resize_crop(uint8_t *out, const uint8_t *rgb, int w, int h, int S, in
     int rc = axis_init(&ax, w, nw, *x0, C);
     if (!rc) rc = axis_init(&ay, h, nh, *y0, C);
     if (!rc) {
-        // rows needed by the vertical pass
+        // rows needed by the vertical pass, and the columns the horizontal pass reads
         int r0 = ay.first[0], r1 = ay.first[C - 1] + ay.count[C - 1];
-        tmp = pl_malloc(sizeof(float) * (size_t)(r1 - r0) * (size_t)C * 3, "resize rows");
-        if (!tmp) rc = PL_ENOMEM;
+        int c0 = ax.first[0], c1 = ax.first[C - 1] + ax.count[C - 1];
+        // tmp: (rows, C, 3) plus one float of slack (each pixel is stored as 4 lanes); px: the
+        // columns [c0, c1) of one source row as floats, interleaved RGB, then zeros for the
+        // padded taps and the fourth lane
+        const size_t span = (size_t)(c1 - c0) * 3, pad = (size_t)ax.taps * 3 + 1;
+        tmp = pl_malloc(sizeof(float) * ((size_t)(r1 - r0) * (size_t)C * 3 + 1), "resize rows");
+        float *px = pl_calloc(span + pad, sizeof(float), "resize row");
+        if (!tmp || !px) rc = PL_ENOMEM;
         for (int r = r0; r < r1 && !rc; r++) {   // horizontal: (rows, C, 3)
-            const uint8_t *src = rgb + (size_t)r * (size_t)w * 3;
+            const uint8_t *src = rgb + ((size_t)r * (size_t)w + (size_t)c0) * 3;
+            for (size_t k = 0; k < span; k++) px[k] = src[k];   // vectorizes (bytes -> floats)
             float *dst = tmp + (size_t)(r - r0) * (size_t)C * 3;
-            for (int i = 0; i < C; i++) {
-                const float *wt = ax.w + (size_t)i * (size_t)ax.taps;
-                const uint8_t *p = src + (size_t)ax.first[i] * 3;
-                float a0 = 0, a1 = 0, a2 = 0;
-                for (int t = 0; t < ax.count[i]; t++) {
-                    a0 += wt[t] * p[3 * t];
-                    a1 += wt[t] * p[3 * t + 1];
-                    a2 += wt[t] * p[3 * t + 2];
-                }
-                dst[3 * i] = a0;
-                dst[3 * i + 1] = a1;
-                dst[3 * i + 2] = a2;
+            switch (ax.taps) {   // 3: upscaling, 5: downscaling by up to 2 (ImageNet to 256), 7: up to 3
+            case 3: hpass_row(dst, px, &ax, C, c0, 3); break;
+            case 5: hpass_row(dst, px, &ax, C, c0, 5); break;
+            case 7: hpass_row(dst, px, &ax, C, c0, 7); break;
+            default: hpass_row(dst, px, &ax, C, c0, ax.taps); break;
             }
         }
+        free(px);
         // vertical, a whole output row at a time (contiguous, vectorizes; the same sums in the
         // same order as per pixel), then rounded into the planes
         float *acc = rc ? NULL : pl_malloc(sizeof(float) * (size_t)C * 3, "resize row");
