@@ -67,8 +67,13 @@ t_start=$(date +%s)
 # SCALE_QUICK=1: tiny shapes, to try the script and the model (the figures mean nothing)
 nn_shape=8,3,224,224 det_size=512
 if [ -n "${SCALE_QUICK:-}" ]; then nn_shape=2,3,64,64 det_size=128; echo "quick=1 (tiny shapes: not a measurement)" >> "$meta"; fi
-step nn env OMP_NUM_THREADS=1 nice -n 19 "$build/tests/bench_nn" "$work/nn.json" --step $nn_shape --threads 1,2 \
-    --steps "${NN_STEPS:-2}"
+# the convolution engine users get: nn.conv_engine's default (bench_nn itself reads no config file,
+# and the library's own default is the gemm reference); bench_detector reads the config
+engine=$(sed -n 's/.*{"nn.conv_engine", CFG_STRING, "\\"\([a-z]*\)\\"".*/\1/p' io/config_schema.c)
+[ -n "$engine" ] || { echo "scale.sh: cannot read nn.conv_engine's default from io/config_schema.c" >&2; exit 1; }
+echo "conv_engine=$engine" >> "$meta"
+step nn env OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive NN_BENCH_ENGINES="$engine" nice -n 19 "$build/tests/bench_nn" "$work/nn.json" \
+    --step $nn_shape --threads 1,2 --steps "${NN_STEPS:-2}"
 : > "$work/det.json"
 for t in 1 2; do
     step "det_t$t" nice -n 19 "$build/tests/bench_detector" configs/finetune_deeplesion_mp3d.cfg --name p3d63_det \

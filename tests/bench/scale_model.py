@@ -162,9 +162,10 @@ def main():
     L.append(f"Generated {kv.get('date')} by `bash tests/bench/scale.sh BUILD` (inputs) and "
              f"`tests/bench/scale_model.py` (the model) at revision {kv.get('revision')}; whole run "
              f"{kv.get('total_s', '?')} s. Machine: {kv.get('cpu_model')}, {kv.get('cores')} cores, {kv.get('mem_gb')} GB; "
-             f"{kv.get('mpi')}; OpenBLAS core `{blas}` (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset by the script).\n")
-    L.append("**Read this first.** The machine was shared during the run (fuzzers at nice 19, other engineers' "
-             "tests; the load averages of every measurement are below, on 2 cores). The per-image costs "
+             f"{kv.get('mpi')}; OpenBLAS core `{blas}` (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset by the script); "
+             f"convolution engine `{kv.get('conv_engine', 'gemm (not recorded: runs before 2026-12-06 measured bench_nn with the library default)')}`.\n")
+    L.append("**Read this first.** Whether the machine was shared shows in the load averages of every "
+             "measurement below (2 cores: above about 2, other work ran beside it). The per-image costs "
              "the model uses are therefore **CPU seconds** of the measuring process (getrusage / "
              "clock / CLOCK_PROCESS_CPUTIME_ID), which time-sharing does not inflate much (caches and "
              "boost clock still suffer); wall-clock figures are listed beside them and are lower bounds "
