@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "nn/conv3d.h"
 #include "nn/conv3d_dnnl.h"
@@ -61,47 +62,139 @@ static float maxpool_window(const float *xp, nn_dims in, int64_t d0, int64_t d1,
     return best;
 }
 
-// planes (n, c) in [p0, p1). The inner loop only compares (a NaN is noted, and such a window is
-// redone by maxpool_window); window bounds are clipped once per output row.
-static void maxpool_forward_planes(void *vc, int64_t p0, int64_t p1) {
-    const pool_ctx *k = vc;
+// One plane by the window (the reference): the inner loop only compares (a NaN is noted, and
+// such a window is redone by maxpool_window); window bounds are clipped once per output row.
+static void maxpool_plane_windows(const pool_ctx *k, const float *xp, float *yp, int32_t *ip) {
     const maxpool3d_shape *s = k->s;
     const nn_dims in = k->in, o = k->o;
+    for (int64_t od = 0; od < o.d; od++) {
+        const int64_t ds = od * s->s[0] - s->p[0], d0 = PL_MAX(ds, 0), d1 = PL_MIN(ds + s->k[0], in.d);
+        for (int64_t oh = 0; oh < o.h; oh++) {
+            const int64_t hs = oh * s->s[1] - s->p[1], h0 = PL_MAX(hs, 0), h1 = PL_MIN(hs + s->k[1], in.h);
+            float *yr = yp + (od * o.h + oh) * o.w;
+            int32_t *ir = ip + (od * o.h + oh) * o.w;
+            for (int64_t ow = 0; ow < o.w; ow++) {
+                const int64_t ws = ow * s->s[2] - s->p[2], w0 = PL_MAX(ws, 0), w1 = PL_MIN(ws + s->k[2], in.w);
+                float best = -INFINITY;
+                int64_t bi = -1;
+                int nan = 0;
+                for (int64_t id = d0; id < d1; id++)
+                    for (int64_t ih = h0; ih < h1; ih++) {
+                        const int64_t row = (id * in.h + ih) * in.w;
+                        for (int64_t iw = w0; iw < w1; iw++) {
+                            const float v = xp[row + iw];
+                            nan |= v != v;
+                            if (v > best) {
+                                best = v;
+                                bi = row + iw;
+                            }
+                        }
+                    }
+                if (nan || bi < 0) best = maxpool_window(xp, in, d0, d1, h0, h1, w0, w1, &bi);
+                yr[ow] = best;
+                ir[ow] = (int32_t)bi;
+            }
+        }
+    }
+}
+
+// One NaN-free plane in three separable passes (w, then h, then d), each keeping the first
+// strict maximum of its window in ascending order. The first maximum of a row of maxima is in
+// the first row holding the window's maximum, at that row's first maximum: so the index is the
+// window's first maximum in (d, h, w) order, the one maxpool_plane_windows finds, and the value
+// is that element. A window of -inf only keeps index -1 and is redone by maxpool_window.
+// m1 (D, H, OW) and m2 (D, OH, OW) with their flat input indices are scratch.
+static void maxpool_plane_separable(const pool_ctx *k, const float *xp, float *yp, int32_t *ip, float *m1, int32_t *i1,
+                                    float *m2, int32_t *i2) {
+    const maxpool3d_shape *s = k->s;
+    const nn_dims in = k->in, o = k->o;
+    for (int64_t r = 0; r < in.d * in.h; r++) {   // w
+        const float *xr = xp + r * in.w;
+        float *mr = m1 + r * o.w;
+        int32_t *ir = i1 + r * o.w;
+        for (int64_t ow = 0; ow < o.w; ow++) {
+            const int64_t ws = ow * s->s[2] - s->p[2], w0 = PL_MAX(ws, 0), w1 = PL_MIN(ws + s->k[2], in.w);
+            float best = -INFINITY;
+            int32_t bi = -1;
+            for (int64_t iw = w0; iw < w1; iw++) {
+                const float v = xr[iw];
+                const int better = v > best;
+                best = better ? v : best;
+                bi = better ? (int32_t)(r * in.w + iw) : bi;
+            }
+            mr[ow] = best;
+            ir[ow] = bi;
+        }
+    }
+    for (int64_t id = 0; id < in.d; id++)   // h
+        for (int64_t oh = 0; oh < o.h; oh++) {
+            const int64_t hs = oh * s->s[1] - s->p[1], h0 = PL_MAX(hs, 0), h1 = PL_MIN(hs + s->k[1], in.h);
+            float *mr = m2 + (id * o.h + oh) * o.w;
+            int32_t *ir = i2 + (id * o.h + oh) * o.w;
+            for (int64_t ow = 0; ow < o.w; ow++) {
+                mr[ow] = -INFINITY;
+                ir[ow] = -1;
+            }
+            for (int64_t ih = h0; ih < h1; ih++) {
+                const float *ms = m1 + (id * in.h + ih) * o.w;
+                const int32_t *is = i1 + (id * in.h + ih) * o.w;
+                for (int64_t ow = 0; ow < o.w; ow++) {
+                    const int better = ms[ow] > mr[ow];
+                    mr[ow] = better ? ms[ow] : mr[ow];
+                    ir[ow] = better ? is[ow] : ir[ow];
+                }
+            }
+        }
+    for (int64_t od = 0; od < o.d; od++) {   // d
+        const int64_t ds = od * s->s[0] - s->p[0], d0 = PL_MAX(ds, 0), d1 = PL_MIN(ds + s->k[0], in.d);
+        float *yr = yp + od * o.h * o.w;
+        int32_t *ir = ip + od * o.h * o.w;
+        for (int64_t i = 0; i < o.h * o.w; i++) {
+            yr[i] = -INFINITY;
+            ir[i] = -1;
+        }
+        for (int64_t id = d0; id < d1; id++) {
+            const float *ms = m2 + id * o.h * o.w;
+            const int32_t *is = i2 + id * o.h * o.w;
+            for (int64_t i = 0; i < o.h * o.w; i++) {
+                const int better = ms[i] > yr[i];
+                yr[i] = better ? ms[i] : yr[i];
+                ir[i] = better ? is[i] : ir[i];
+            }
+        }
+        for (int64_t i = 0; i < o.h * o.w; i++)
+            if (ir[i] < 0) {   // every element of the window is -inf
+                const int64_t oh = i / o.w, ow = i % o.w;
+                const int64_t hs = oh * s->s[1] - s->p[1], ws = ow * s->s[2] - s->p[2];
+                int64_t bi;
+                yr[i] = maxpool_window(xp, in, d0, d1, PL_MAX(hs, 0), PL_MIN(hs + s->k[1], in.h), PL_MAX(ws, 0),
+                                       PL_MIN(ws + s->k[2], in.w), &bi);
+                ir[i] = (int32_t)bi;
+            }
+    }
+}
+
+// planes (n, c) in [p0, p1): separable when the plane holds no NaN and the scratch is there,
+// else window by window.
+static void maxpool_forward_planes(void *vc, int64_t p0, int64_t p1) {
+    const pool_ctx *k = vc;
+    const nn_dims in = k->in, o = k->o;
     const int64_t isp = nn_dims_spatial(in), osp = nn_dims_spatial(o);
+    const size_t n1 = (size_t)(in.d * in.h * o.w), n2 = (size_t)(in.d * o.h * o.w);
+    float *m = malloc((n1 + n2) * (sizeof(float) + sizeof(int32_t)));   // NULL: the window path, no error
     for (int64_t nc = p0; nc < p1; nc++) {
         const float *xp = k->x + nc * isp;
         float *yp = k->y + nc * osp;
         int32_t *ip = k->idx + nc * osp;
-        for (int64_t od = 0; od < o.d; od++) {
-            const int64_t ds = od * s->s[0] - s->p[0], d0 = PL_MAX(ds, 0), d1 = PL_MIN(ds + s->k[0], in.d);
-            for (int64_t oh = 0; oh < o.h; oh++) {
-                const int64_t hs = oh * s->s[1] - s->p[1], h0 = PL_MAX(hs, 0), h1 = PL_MIN(hs + s->k[1], in.h);
-                float *yr = yp + (od * o.h + oh) * o.w;
-                int32_t *ir = ip + (od * o.h + oh) * o.w;
-                for (int64_t ow = 0; ow < o.w; ow++) {
-                    const int64_t ws = ow * s->s[2] - s->p[2], w0 = PL_MAX(ws, 0), w1 = PL_MIN(ws + s->k[2], in.w);
-                    float best = -INFINITY;
-                    int64_t bi = -1;
-                    int nan = 0;
-                    for (int64_t id = d0; id < d1; id++)
-                        for (int64_t ih = h0; ih < h1; ih++) {
-                            const int64_t row = (id * in.h + ih) * in.w;
-                            for (int64_t iw = w0; iw < w1; iw++) {
-                                const float v = xp[row + iw];
-                                nan |= v != v;
-                                if (v > best) {
-                                    best = v;
-                                    bi = row + iw;
-                                }
-                            }
-                        }
-                    if (nan || bi < 0) best = maxpool_window(xp, in, d0, d1, h0, h1, w0, w1, &bi);
-                    yr[ow] = best;
-                    ir[ow] = (int32_t)bi;
-                }
-            }
-        }
+        int nan = 0;
+        for (int64_t i = 0; i < isp; i++) nan |= xp[i] != xp[i];
+        if (m && !nan)
+            maxpool_plane_separable(k, xp, yp, ip, m, (int32_t *)(m + n1), (float *)((int32_t *)(m + n1) + n1),
+                                    (int32_t *)((float *)((int32_t *)(m + n1) + n1) + n2));
+        else
+            maxpool_plane_windows(k, xp, yp, ip);
     }
+    free(m);
 }
 
 void maxpool3d_forward(float *y, int32_t *idx, const float *x, const maxpool3d_shape *s, nn_dims in) {

@@ -152,6 +152,52 @@ static void test_small_ops(pl_rng *rng) {
                  !(isinf(yi[0]) && yi[0] < 0 && ii2[0] == 0 && yi[1] == 2 && ii2[1] == 2), 0);
     }
 
+    // maxpool against a window-by-window reference written here (the first strict maximum in
+    // (d, h, w) order; a window of -inf gives its first element): values from {0, 1, 2, 3} (ties
+    // everywhere) and -inf runs, four shapes with stride, padding and kernels of one along an axis
+    {
+        const maxpool3d_shape shp[4] = {{{3, 3, 3}, {1, 2, 2}, {1, 1, 1}},
+                                        {{1, 3, 3}, {1, 2, 2}, {0, 1, 1}},
+                                        {{2, 2, 2}, {2, 2, 2}, {0, 0, 0}},
+                                        {{3, 1, 1}, {1, 1, 1}, {1, 0, 0}}};
+        const nn_dims din[4] = {nn_dims_make(2, 3, 5, 9, 8), nn_dims_make(1, 2, 4, 11, 10), nn_dims_make(1, 2, 6, 8, 8),
+                                nn_dims_make(1, 2, 5, 3, 4)};
+        int bad = 0;
+        for (int c = 0; c < 4; c++) {
+            nn_dims od;
+            PL_ASSERT(maxpool3d_out_dims(&od, &shp[c], din[c]) == 0);
+            int64_t nx = nn_dims_count(din[c]), ny = nn_dims_count(od), isp = nn_dims_spatial(din[c]), osp = nn_dims_spatial(od);
+            float *px = tu_alloc(nx), *py = tu_alloc(ny);
+            int32_t *pi = pl_malloc((size_t)ny * 4, "idx");
+            for (int64_t i = 0; i < nx; i++) px[i] = (float)(pl_rng_u64(rng) % 4);
+            for (int64_t i = 0; i < nx / 3; i++) px[i] = -INFINITY;   // -inf runs: whole windows of them
+            maxpool3d_forward(py, pi, px, &shp[c], din[c]);
+            for (int64_t p = 0; p < din[c].n * din[c].c; p++)
+                for (int64_t od_ = 0; od_ < od.d; od_++)
+                    for (int64_t oh = 0; oh < od.h; oh++)
+                        for (int64_t ow = 0; ow < od.w; ow++) {
+                            float best = -INFINITY;
+                            int64_t bi = -1;
+                            for (int64_t kd = 0; kd < shp[c].k[0]; kd++)
+                                for (int64_t kh = 0; kh < shp[c].k[1]; kh++)
+                                    for (int64_t kw = 0; kw < shp[c].k[2]; kw++) {
+                                        int64_t id = od_ * shp[c].s[0] - shp[c].p[0] + kd, ih = oh * shp[c].s[1] - shp[c].p[1] + kh;
+                                        int64_t iw = ow * shp[c].s[2] - shp[c].p[2] + kw;
+                                        if (id < 0 || ih < 0 || iw < 0 || id >= din[c].d || ih >= din[c].h || iw >= din[c].w) continue;
+                                        int64_t i = (id * din[c].h + ih) * din[c].w + iw;
+                                        if (px[p * isp + i] > best || bi < 0) {
+                                            best = px[p * isp + i];
+                                            bi = i;
+                                        }
+                                    }
+                            int64_t o_ = p * osp + (od_ * od.h + oh) * od.w + ow;
+                            bad += py[o_] != best || pi[o_] != bi;
+                        }
+            free(px), free(py), free(pi);
+        }
+        tu_check("maxpool == the window-by-window reference with ties and -inf (mismatches)", bad, 0);
+    }
+
     // maxpool finite differences: distinct values on a 0.01 grid, step 1e-3 crosses no tie
     maxpool3d_shape p3 = {{3, 3, 3}, {1, 2, 2}, {1, 1, 1}};
     nn_dims d = nn_dims_make(2, 3, 3, 7, 6), o;
