@@ -507,6 +507,15 @@ int pipeline_run(const pl_cfg *cfg, MPI_Comm comm) {
     P.nov = cfg_overrides(cfg, &P.ov);
     P.p = pl_calloc((size_t)(P.ns ? P.ns : 1), sizeof(plan_stage), "pipeline plan");
     int code = P.p ? plan_links(&P) : MP3D_EXIT_FAIL;
+    // A command-line override reaches every stage: output.dir would give them all one folder (their
+    // outputs mixed, and a training stage's checkpoints moved aside as another stage's). Refused.
+    for (int j = 0; j < P.nov && !code; j++)
+        if (!strncmp(P.ov[j], "output.dir=", 11)) {
+            pl_fail(PL_EINVAL, "--set %s: on mp3d run this would give every stage the same output folder; each stage's "
+                    "output.dir comes from %s under pipeline.dir: set --set pipeline.dir=DIR instead (or a stage's "
+                    "output.dir in the pipeline file)", P.ov[j], P.path);
+            code = MP3D_EXIT_USAGE;
+        }
 
     // Rank counts: checked before anything runs.
     for (int i = 0; i < P.ns && !code; i++) {

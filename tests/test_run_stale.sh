@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mp3d run re-runs a training stage whose config changed from scratch: the earlier run's output.dir
 # (written under another signature) is moved to <output.dir>.stale-<signature> instead of being
-# resumed; an unchanged re-run skips the stage. configs/demo.cfg at tiny scale, synth + vdt_imagenet
+# resumed; an unchanged re-run skips the stage; --set output.dir on mp3d run is refused. configs/demo.cfg at tiny scale, synth + vdt_imagenet
 # + pretrain only, 2 epochs.
 set -u
 BIN=${MP3D_BIN:?MP3D_BIN not set}
@@ -14,6 +14,12 @@ bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 run() { mpirun -np 2 --oversubscribe "$BIN" run "$SRC/configs/demo.cfg" --set synth.scale=tiny --set pipeline.dir="$T/run" \
     --only synth,vdt_imagenet,pretrain --set train.epochs=2 --set train.batch=8 "$@"; }
 
+# --set output.dir on mp3d run would reach every stage: refused (usage error), nothing written
+mpirun -np 2 --oversubscribe "$BIN" run "$SRC/configs/demo.cfg" --set pipeline.dir="$T/od" --set output.dir="$T/one" >"$T/0.log" 2>&1
+rc=$?
+[ "$rc" -eq 2 ] && grep -q "set --set pipeline.dir=DIR instead" "$T/0.log" && [ ! -e "$T/one" ] && [ ! -e "$T/od/synth" ] \
+    && ok "--set output.dir on mp3d run: refused (exit 2) with the pipeline.dir advice, nothing written" \
+    || bad "--set output.dir on mp3d run: exit $rc, $(grep -E 'ERROR' "$T/0.log" | head -2)"
 run >"$T/1.log" 2>&1 || bad "first run exited $?"
 ls "$T/run/pretrain"/ckpt_*.h5 >/dev/null 2>&1 && ok "first run trained (checkpoints in pretrain/)" || bad "first run: no checkpoints"
 run --set train.lr=0.02 >"$T/2.log" 2>&1 || bad "second run (train.lr changed) exited $?"
