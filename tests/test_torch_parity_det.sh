@@ -11,6 +11,8 @@
 # roi_cls falls to 0.04 by step 20 and its float32 rounding alone is 1.1e-4 relative (PyTorch
 # float32 vs float64 measures the same 1.1e-4), so the terms get the looser, documented bound.
 # At 2 ranks (3 images each) the reference is PyTorch float32 with mp3d's data-parallel recipe.
+# The 1- and 2-rank runs use the default convolution engine (dnnl); a third, 1 rank with
+# nn.conv_engine = gemm, is held to the same float64 reference.
 # Sampling is made deterministic (a DOCUMENTED recipe difference, see torch_parity_det.py): the
 # RPN and RoI sample sizes exceed the anchors / candidates (every positive and negative taken),
 # rpn_pre_nms / rpn_post_nms exceed the anchors and det.rpn_nms_iou = 1.0 keeps every proposal.
@@ -38,7 +40,7 @@ S=64 ARCH=resnet3dv1c18 WIDTH=0.125 GN=4 FPN=16 FC=32 WLO=-160.0 WHI=240.0
 # weight decay on norm/bias too, no warm-up; nesterov by hand) must FAIL the comparison.
 MODE=${TORCH_PARITY_DET_MODE:-parity}
 DIRS2=""
-[ "$MODE" = parity ] && DIRS2=", {\"dir\": \"$T/mp3d2\", \"label\": \"np2\", \"ranks\": 2}"
+[ "$MODE" = parity ] && DIRS2=", {\"dir\": \"$T/mp3d2\", \"label\": \"np2\", \"ranks\": 2}, {\"dir\": \"$T/mp3d_gemm\", \"label\": \"np1_gemm\", \"ranks\": 1}"
 N=$($PY -c "import h5py; print(h5py.File('$T/pp/train.h5')['images'].shape[0])")
 cat >"$T/parity.json" <<EOF
 {"data": "$T/pp", "init": "$T/init.h5", "arch": "$ARCH", "width": $WIDTH, "gn_groups": $GN, "depth": 9,
@@ -72,4 +74,8 @@ if [ "$MODE" = perturb ]; then
 fi
 mpirun -np 2 "$BIN" train "$T/parity.cfg" --set output.dir="$T/mp3d2" >"$T/mp3d2.log" 2>&1 ||
     { cat "$T/mp3d2.log"; echo "FAIL: mp3d train on 2 ranks"; exit 1; }
+# the reference engine too (the runs above use the default, dnnl): 1 rank with nn.conv_engine = gemm
+"$BIN" train "$T/parity.cfg" --set output.dir="$T/mp3d_gemm" --set nn.conv_engine=gemm >"$T/mp3d_gemm.log" 2>&1 ||
+    { cat "$T/mp3d_gemm.log"; echo "FAIL: mp3d train with the gemm engine"; exit 1; }
+grep -q 'conv_engine="gemm"' "$T/mp3d_gemm.log" || { echo "FAIL: the gemm run did not report nn.conv_engine = gemm"; exit 1; }
 $PY "$HERE/torch_parity_det.py" run "$T/parity.json" ${TORCH_PARITY_PERTURB:+--perturb $TORCH_PARITY_PERTURB}
