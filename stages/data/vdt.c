@@ -29,14 +29,14 @@ enum { NAME_W = 64 };
 
 // ---------------------------------------------------------------------------- resize + crop
 
+// One RGB pixel as 4 float lanes (r, g, b, unused): GCC/clang vector extensions, loaded and
+// stored with memcpy (no alignment assumed).
+typedef float v4f __attribute__((vector_size(16)));
+
 // Separable antialiased linear resampling (a triangle filter widened by the downscale factor,
 // as PIL's BILINEAR resize does): output pixel o of an axis reads input pixels around
 // centre (o + 0.5) * in / out with weights max(0, 1 - |k + 0.5 - centre| / support),
 // support = max(in / out, 1), normalised to sum 1.
-// One RGB pixel as 4 float lanes (r, g, b, 0): GCC/clang vector extensions (16-byte aligned,
-// which malloc guarantees on the platforms we build for).
-typedef float v4f __attribute__((vector_size(16)));
-
 typedef struct {
     int *first, *count;   // (out) first input index and tap count
     float *w;             // (out, taps)
