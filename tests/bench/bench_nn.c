@@ -11,7 +11,8 @@
 // build has oneDNN, else "gemm").
 // Usage: bench_nn [OUT.json] [--quick]   (prints a table; writes JSON lines when OUT given)
 //        bench_nn [OUT.json] --step N,D,H,W [--threads 1,2] [--steps K]   (only that training step,
-//        K timed steps after a warm-up, per thread count; used by tests/bench/scale.sh)
+//        K timed steps after a warm-up, per thread count, with nn.conv_engine's default (dnnl)
+//        unless NN_BENCH_ENGINES lists engines; used by tests/bench/scale.sh)
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -402,7 +403,10 @@ int main(int argc, char **argv) {
         const step_net r18_step = getenv("NN_BENCH_STEP_NET") && !strcmp(getenv("NN_BENCH_STEP_NET"), "demo")
                                       ? (step_net){"resnet3dv1c18 w0.25", NN_ARCH_RESNET3DV1C18, 0.25, 10}
                                       : (step_net){"resnet3d18", NN_ARCH_RESNET3D18, 1.0, 1000};
-        if (!getenv("NN_BENCH_ENGINES")) engines[0] = conv3d_get_engine(), nengines = 1;
+        // without NN_BENCH_ENGINES: what users get, nn.conv_engine's default (dnnl, io/config_schema.c;
+        // this program reads no config, and the library's own default is the gemm reference)
+        if (!getenv("NN_BENCH_ENGINES"))
+            engines[0] = conv3d_dnnl_available() ? CONV3D_ENGINE_DNNL : CONV3D_ENGINE_GEMM, nengines = 1;
         for (int t = 0; t < nthreads; t++)
             for (int e = 0; e < nengines; e++) bench_step(&r18_step, step_in, threads[t], steps, engines[e]);
         if (g_json) fclose(g_json);
