@@ -2,7 +2,7 @@
 # test_shard_inspect: the mp3d command end to end on a tiny synth cohort at 2 ranks:
 # preprocess writes complete shards, a re-run skips them, inspect summarises a shard (complete,
 # per-split count, provenance, quarantine) and refuses a missing file; an unfinished file shows
-# as not complete.
+# as not complete; a malformed `split` (two values per sample) is reported, not read past.
 set -u
 [ -x "${MP3D_BIN:-}" ] || { echo "MP3D_BIN not set"; exit 1; }
 D=$(pwd)/shard_inspect
@@ -39,6 +39,21 @@ check '[ $rc -ne 0 ]' "inspect of a missing file exits 0"
 # quarantine.csv itself
 "$MP3D_BIN" inspect "$D/pp/quarantine.csv" > "$D/inspect_q.txt" 2>/dev/null
 check 'grep -q "^header: stage,file,entry,reason" "$D/inspect_q.txt"' "inspect quarantine.csv"
+# a shard from outside whose `split` holds two values per sample (malformed): inspect reads one
+# value per sample into its buffer, so it must refuse the dataset (before: a heap overflow),
+# say so on the summary line, and go on (needs h5py; skipped without it)
+if /usr/bin/python3 -c "import h5py" 2>/dev/null; then
+    cp "$D/pp/train.h5" "$D/wide_split.h5"
+    /usr/bin/python3 -c 'import sys, h5py, numpy as np
+f = h5py.File(sys.argv[1], "r+"); n = f["split"].shape[0]; del f["split"]
+f.create_dataset("split", data=np.ones((n, 2), dtype=np.int32)); f.close()' "$D/wide_split.h5"
+    "$MP3D_BIN" inspect "$D/wide_split.h5" > "$D/inspect_wide.txt" 2>&1
+    rc=$?
+    check '[ $rc -eq 0 ] && grep -q "samples_per_split: unreadable (.*split" "$D/inspect_wide.txt" && grep -q "^complete: yes" "$D/inspect_wide.txt"' \
+        "inspect of a shard whose split has 2 values per sample: exit $rc, $(grep samples_per_split "$D/inspect_wide.txt")"
+else
+    echo "h5py missing: the malformed-split case is not run"
+fi
 # an unpacked Images_png/ folder gives the same shard as the zips
 mkdir -p "$D/unpacked"
 cp "$D/syn/deeplesion/DL_info.csv" "$D/unpacked/"

@@ -31,11 +31,16 @@ static void shard_summary(const char *path, FILE *out) {
     fprintf(out, ")\n");
     if (h5shard_exists(r, "split") && d[0] > 0) {
         int32_t *sp = malloc(sizeof(int32_t) * (size_t)d[0]);
-        if (sp && h5shard_read(r, "split", SHARD_I32, sp, 0, d[0]) == 0) {
+        pl_quiet_begin();
+        int src = sp ? h5shard_read_rows(r, "split", SHARD_I32, sp, 0, d[0], 1) : PL_ENOMEM;   // one value per sample, checked
+        pl_quiet_end();
+        if (!src) {
             int64_t cnt[4] = {0};
             for (int64_t i = 0; i < d[0]; i++) cnt[sp[i] >= 1 && sp[i] <= 3 ? sp[i] : 0]++;
             fprintf(out, "  samples_per_split: train=%lld val=%lld test=%lld other=%lld\n", (long long)cnt[1], (long long)cnt[2],
                     (long long)cnt[3], (long long)cnt[0]);
+        } else {
+            fprintf(out, "  samples_per_split: unreadable (%s)\n", pl_last_error());
         }
         free(sp);
     } else {

@@ -55,7 +55,7 @@ static int open_split(h5shard_reader **r, int64_t **labels, int64_t *n, int *D, 
     if (dims[3] != dims[4]) return pl_fail(PL_EFORMAT, "%s: samples are %lldx%lld, expected square", path, (long long)dims[3], (long long)dims[4]);
     *labels = pl_malloc(sizeof(int64_t) * (size_t)(*n ? *n : 1), "labels");
     if (!*labels) return PL_ENOMEM;
-    return *n ? h5shard_read(*r, LABEL_NAME, SHARD_I64, *labels, 0, *n) : 0;
+    return *n ? h5shard_read_rows(*r, LABEL_NAME, SHARD_I64, *labels, 0, *n, 1) : 0;   // one label per sample, checked
 }
 
 static int cls_step(train_task *t, const int64_t *idx, int n, int64_t epoch, double loss_scale, gradsync *gs,
