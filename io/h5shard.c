@@ -78,8 +78,8 @@ struct h5shard_writer {
     char *path;
     char spool_path[4096];
     int fd;                     // spool file: sample i >= mem_n at (i - mem_n) * sample_bytes
-    uint8_t *mem;               // spool head in memory: samples [0, mem_n), room for mem_cap
-    int64_t mem_n, mem_cap, mem_max;   // mem_max: samples allowed in memory (0 once one spilled)
+    uint8_t *mem;               // spool head in memory: samples [0, mem_n), room for mem_max
+    int64_t mem_n, mem_max;     // mem_max: samples allowed in memory (0 when the mapping failed)
     shard_layout lay;           // copied, names owned
     shard_col *cols, *rows;
     char *data_name, *offsets_name;
@@ -112,7 +112,7 @@ static void writer_free(h5shard_writer *w) {
     if (w->direct) direct_close(w);
     if (w->fd >= 0) close(w->fd);
     if (w->spool_path[0]) unlink(w->spool_path);
-    if (w->mem) munmap(w->mem, (size_t)w->mem_cap * w->sample_bytes);
+    if (w->mem) munmap(w->mem, (size_t)w->mem_max * w->sample_bytes);
     for (int c = 0; c < w->lay.ncols; c++) { free(w->colbuf ? w->colbuf[c] : NULL); free((char *)w->cols[c].name); }
     for (int c = 0; c < w->lay.nrows; c++) { free(w->rowbuf ? w->rowbuf[c] : NULL); free((char *)w->rows[c].name); }
     free(w->colbuf);
@@ -262,8 +262,8 @@ int h5shard_add(h5shard_writer *w, int64_t key, const void *data, const void *co
     if (w->direct) return pl_fail(PL_EINVAL, "%s: h5shard_add on a direct writer (use h5shard_add_at)", w->path);
     int rc = reserve_sample(w, key, nrow);
     if (rc) return rc;
-    // raw data to the spool: its memory head while there is room (a failed allocation only ends
-    // the head), then the file
+    // raw data to the spool: its memory head while there is room and nothing has gone to the file
+    // yet (a failed mapping only ends the head), then the file
     if (w->n < w->mem_max && w->n == w->mem_n) {
         if (!w->mem) {   // address space for the whole head, touched as it fills; huge pages
             void *q = mmap(NULL, (size_t)w->mem_max * w->sample_bytes, PROT_READ | PROT_WRITE,
@@ -273,17 +273,17 @@ int h5shard_add(h5shard_writer *w, int64_t key, const void *data, const void *co
                 madvise(q, (size_t)w->mem_max * w->sample_bytes, MADV_HUGEPAGE);   // a hint (page faults are dear in VMs)
 #endif
                 w->mem = q;
-                w->mem_cap = w->mem_max;
+            } else {
+                w->mem_max = 0;
             }
         }
-        if (w->mem_n < w->mem_cap) {
+        if (w->mem) {
             memcpy(w->mem + (size_t)w->mem_n * w->sample_bytes, data, w->sample_bytes);
             w->mem_n++;
             remember_sample(w, key, colvals, nrow, rowvals);
             return 0;
         }
     }
-    w->mem_max = 0;
     const uint8_t *p = data;
     size_t left = w->sample_bytes;
     off_t at = (off_t)(w->n - w->mem_n) * (off_t)w->sample_bytes;

@@ -98,16 +98,33 @@ static void maxpool_plane_windows(const pool_ctx *k, const float *xp, float *yp,
     }
 }
 
-// One NaN-free plane in three separable passes (w, then h, then d), each keeping the first
+// Running first strict maximum: m[i] = ms[i] where ms[i] > m[i], with its index (branch-free).
+static void max_first_init(float *m, int32_t *mi, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        m[i] = -INFINITY;
+        mi[i] = -1;
+    }
+}
+static void max_first_into(float *m, int32_t *mi, const float *ms, const int32_t *is, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const int better = ms[i] > m[i];
+        m[i] = better ? ms[i] : m[i];
+        mi[i] = better ? is[i] : mi[i];
+    }
+}
+
+// One plane in three separable passes (w, then h, then d), each keeping the first
 // strict maximum of its window in ascending order. The first maximum of a row of maxima is in
 // the first row holding the window's maximum, at that row's first maximum: so the index is the
 // window's first maximum in (d, h, w) order, the one maxpool_plane_windows finds, and the value
 // is that element. A window of -inf only keeps index -1 and is redone by maxpool_window.
-// m1 (D, H, OW) and m2 (D, OH, OW) with their flat input indices are scratch.
-static void maxpool_plane_separable(const pool_ctx *k, const float *xp, float *yp, int32_t *ip, float *m1, int32_t *i1,
+// m1 (D, H, OW) and m2 (D, OH, OW) with their flat input indices are scratch. Returns 1, with
+// nothing written, when the first pass meets a NaN (the caller then goes window by window).
+static int maxpool_plane_separable(const pool_ctx *k, const float *xp, float *yp, int32_t *ip, float *m1, int32_t *i1,
                                     float *m2, int32_t *i2) {
     const maxpool3d_shape *s = k->s;
     const nn_dims in = k->in, o = k->o;
+    int nan = 0;
     for (int64_t r = 0; r < in.d * in.h; r++) {   // w
         const float *xr = xp + r * in.w;
         float *mr = m1 + r * o.w;
@@ -119,6 +136,7 @@ static void maxpool_plane_separable(const pool_ctx *k, const float *xp, float *y
             for (int64_t iw = w0; iw < w1; iw++) {
                 const float v = xr[iw];
                 const int better = v > best;
+                nan |= v != v;
                 best = better ? v : best;
                 bi = better ? (int32_t)(r * in.w + iw) : bi;
             }
@@ -126,42 +144,22 @@ static void maxpool_plane_separable(const pool_ctx *k, const float *xp, float *y
             ir[ow] = bi;
         }
     }
+    if (nan) return 1;
     for (int64_t id = 0; id < in.d; id++)   // h
         for (int64_t oh = 0; oh < o.h; oh++) {
             const int64_t hs = oh * s->s[1] - s->p[1], h0 = PL_MAX(hs, 0), h1 = PL_MIN(hs + s->k[1], in.h);
             float *mr = m2 + (id * o.h + oh) * o.w;
             int32_t *ir = i2 + (id * o.h + oh) * o.w;
-            for (int64_t ow = 0; ow < o.w; ow++) {
-                mr[ow] = -INFINITY;
-                ir[ow] = -1;
-            }
-            for (int64_t ih = h0; ih < h1; ih++) {
-                const float *ms = m1 + (id * in.h + ih) * o.w;
-                const int32_t *is = i1 + (id * in.h + ih) * o.w;
-                for (int64_t ow = 0; ow < o.w; ow++) {
-                    const int better = ms[ow] > mr[ow];
-                    mr[ow] = better ? ms[ow] : mr[ow];
-                    ir[ow] = better ? is[ow] : ir[ow];
-                }
-            }
+            max_first_init(mr, ir, o.w);
+            for (int64_t ih = h0; ih < h1; ih++)
+                max_first_into(mr, ir, m1 + (id * in.h + ih) * o.w, i1 + (id * in.h + ih) * o.w, o.w);
         }
     for (int64_t od = 0; od < o.d; od++) {   // d
         const int64_t ds = od * s->s[0] - s->p[0], d0 = PL_MAX(ds, 0), d1 = PL_MIN(ds + s->k[0], in.d);
         float *yr = yp + od * o.h * o.w;
         int32_t *ir = ip + od * o.h * o.w;
-        for (int64_t i = 0; i < o.h * o.w; i++) {
-            yr[i] = -INFINITY;
-            ir[i] = -1;
-        }
-        for (int64_t id = d0; id < d1; id++) {
-            const float *ms = m2 + id * o.h * o.w;
-            const int32_t *is = i2 + id * o.h * o.w;
-            for (int64_t i = 0; i < o.h * o.w; i++) {
-                const int better = ms[i] > yr[i];
-                yr[i] = better ? ms[i] : yr[i];
-                ir[i] = better ? is[i] : ir[i];
-            }
-        }
+        max_first_init(yr, ir, o.h * o.w);
+        for (int64_t id = d0; id < d1; id++) max_first_into(yr, ir, m2 + id * o.h * o.w, i2 + id * o.h * o.w, o.h * o.w);
         for (int64_t i = 0; i < o.h * o.w; i++)
             if (ir[i] < 0) {   // every element of the window is -inf
                 const int64_t oh = i / o.w, ow = i % o.w;
@@ -172,29 +170,27 @@ static void maxpool_plane_separable(const pool_ctx *k, const float *xp, float *y
                 ir[i] = (int32_t)bi;
             }
     }
+    return 0;
 }
 
-// planes (n, c) in [p0, p1): separable when the plane holds no NaN and the scratch is there,
-// else window by window.
+// planes (n, c) in [p0, p1): separable when the scratch is there and the plane's windows hold no
+// NaN, else window by window.
 static void maxpool_forward_planes(void *vc, int64_t p0, int64_t p1) {
     const pool_ctx *k = vc;
     const nn_dims in = k->in, o = k->o;
     const int64_t isp = nn_dims_spatial(in), osp = nn_dims_spatial(o);
     const size_t n1 = (size_t)(in.d * in.h * o.w), n2 = (size_t)(in.d * o.h * o.w);
-    float *m = malloc((n1 + n2) * (sizeof(float) + sizeof(int32_t)));   // NULL: the window path, no error
+    float *m1 = malloc((n1 + n2) * (sizeof(float) + sizeof(int32_t)));   // NULL: the window path, no error
+    int32_t *i1 = m1 ? (int32_t *)(m1 + n1) : NULL;
+    float *m2 = m1 ? (float *)(i1 + n1) : NULL;
+    int32_t *i2 = m1 ? (int32_t *)(m2 + n2) : NULL;
     for (int64_t nc = p0; nc < p1; nc++) {
         const float *xp = k->x + nc * isp;
         float *yp = k->y + nc * osp;
         int32_t *ip = k->idx + nc * osp;
-        int nan = 0;
-        for (int64_t i = 0; i < isp; i++) nan |= xp[i] != xp[i];
-        if (m && !nan)
-            maxpool_plane_separable(k, xp, yp, ip, m, (int32_t *)(m + n1), (float *)((int32_t *)(m + n1) + n1),
-                                    (int32_t *)((float *)((int32_t *)(m + n1) + n1) + n2));
-        else
-            maxpool_plane_windows(k, xp, yp, ip);
+        if (!m1 || maxpool_plane_separable(k, xp, yp, ip, m1, i1, m2, i2)) maxpool_plane_windows(k, xp, yp, ip);
     }
-    free(m);
+    free(m1);
 }
 
 void maxpool3d_forward(float *y, int32_t *idx, const float *x, const maxpool3d_shape *s, nn_dims in) {
