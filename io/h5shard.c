@@ -4,6 +4,7 @@
 // come from MPI_Exscan at the end and the raw data is then written collectively in rounds.
 // Direct mode: the stage reserves a slot per sample that can be kept and each sample's data is
 // written into its slot at once; slots left empty are closed up at the end.
+#define _GNU_SOURCE   // O_DIRECT
 #include "io/h5shard.h"
 
 #include <errno.h>
@@ -22,6 +23,7 @@ static const int64_t shard_format_version = 1;        // attribute "format_versi
 static const size_t shard_round_bytes = 64u << 20;     // raw data per collective write round
 static const size_t shard_spool_memory = 512u << 20;   // spool: the first samples kept in memory
 enum { SHARD_MAX_ATTRS = 64, SHARD_NAME_CAP = 256 };
+enum { SHARD_IO_ALIGN = 4096 };   // direct mode: chunk addresses, and O_DIRECT's offset/size/buffer alignment
 
 #define SHARD_H5(call, ...)                                                       \
     do {                                                                         \
@@ -97,9 +99,17 @@ struct h5shard_writer {
     int64_t reserve;            // data slots
     hid_t fid, ds, dxpl, mt;    // file, data dataset, collective transfer list, data memory type
     double direct_write_s;      // time spent in h5shard_add_at's writes
+    // raw writes of a slot's chunk at its file address (see raw_slot_write)
+    int raw;                    // file type == memory type: the chunk's bytes are the sample's
+    int rawfd, dfd;             // the .tmp file, buffered and with O_DIRECT (-1: not open / refused)
+    uint8_t *stage;             // (sample_bytes), aligned for O_DIRECT, when the caller's buffer is not
+    int64_t n_odirect, n_buffered, n_hdf5;   // samples written each way
 };
 
 static void direct_close(h5shard_writer *w) {   // collective (H5Fclose)
+    if (w->rawfd >= 0) close(w->rawfd);
+    if (w->dfd >= 0) close(w->dfd);
+    w->rawfd = w->dfd = -1;
     if (w->ds >= 0) H5Dclose(w->ds);
     if (w->mt >= 0) H5Tclose(w->mt);
     if (w->dxpl >= 0) H5Pclose(w->dxpl);
@@ -113,6 +123,7 @@ static void writer_free(h5shard_writer *w) {
     if (w->fd >= 0) close(w->fd);
     if (w->spool_path[0]) unlink(w->spool_path);
     if (w->mem) munmap(w->mem, (size_t)w->mem_max * w->sample_bytes);
+    free(w->stage);
     for (int c = 0; c < w->lay.ncols; c++) { free(w->colbuf ? w->colbuf[c] : NULL); free((char *)w->cols[c].name); }
     for (int c = 0; c < w->lay.nrows; c++) { free(w->rowbuf ? w->rowbuf[c] : NULL); free((char *)w->rows[c].name); }
     free(w->colbuf);
@@ -141,7 +152,7 @@ static int writer_new(h5shard_writer **out, const char *path, const shard_layout
         return pl_fail(PL_EINVAL, "%s: shard layout has %d row columns but no offsets name", path, lay->nrows);
     h5shard_writer *w = pl_calloc(1, sizeof *w, "shard writer");
     if (!w) return PL_ENOMEM;
-    w->fd = -1;
+    w->fd = w->rawfd = w->dfd = -1;
     w->fid = w->ds = w->dxpl = w->mt = H5I_INVALID_HID;
     w->lay = *lay;
     w->path = pl_strdup(path);
@@ -317,6 +328,62 @@ static int direct_slot_io(h5shard_writer *w, int64_t slot, void *buf, int write)
     return rc;
 }
 
+// Direct mode writes a sample's bytes itself, at its chunk's file address, instead of through
+// HDF5: the chunk is unfiltered, allocated at creation and its type is the memory type, so its
+// bytes are the sample's (the file is the same as with H5Dwrite). With O_DIRECT, when the address,
+// the size and the buffer are aligned (HDF5 aligns the chunks), the kernel writes from our buffer:
+// no copy into the page cache, which costs more than the PNG decoding of a tenth of the samples
+// (results/bench/preprocess.md). Filesystems that refuse O_DIRECT (tmpfs) get a buffered pwrite;
+// MP3D_SHARD_DIRECT_IO=0 asks for that everywhere. Anything unexpected: HDF5's own write.
+static int raw_slot_write(h5shard_writer *w, int64_t slot, const void *data) {
+    hsize_t at[8] = {0}, size = 0;
+    haddr_t addr = HADDR_UNDEF;
+    unsigned filters = 0;
+    at[0] = (hsize_t)slot;
+    if (!w->raw || H5Dget_chunk_info_by_coord(w->ds, at, &filters, &addr, &size) < 0 || addr == HADDR_UNDEF ||
+        size != w->sample_bytes || filters != 0) {
+        w->n_hdf5++;
+        return direct_slot_io(w, slot, (void *)data, 1);
+    }
+    const uint8_t *src = data;
+    int fd = w->rawfd;
+    if (w->dfd >= 0 && addr % SHARD_IO_ALIGN == 0) {
+        if ((uintptr_t)data % SHARD_IO_ALIGN) {
+            if (!w->stage && posix_memalign((void **)&w->stage, SHARD_IO_ALIGN, w->sample_bytes)) w->stage = NULL;
+            if (w->stage) src = memcpy(w->stage, data, w->sample_bytes);
+        }
+        if ((uintptr_t)src % SHARD_IO_ALIGN == 0) fd = w->dfd;
+    }
+    for (size_t done = 0; done < w->sample_bytes;) {
+        ssize_t k = pwrite(fd, src + done, w->sample_bytes - done, (off_t)(addr + done));
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno == EINVAL && fd == w->dfd && done == 0) {   // O_DIRECT refused after all
+            LOG_DEBUG("h5shard:%s.tmp O_DIRECT write refused, buffered from here", w->path);
+            close(w->dfd);
+            w->dfd = -1;
+            fd = w->rawfd;
+            src = data;
+            continue;
+        }
+        if (k <= 0)
+            return pl_fail(PL_EIO, "%s.tmp: writing sample slot %lld (%zu bytes at byte %llu): %s", w->path, (long long)slot,
+                           w->sample_bytes, (unsigned long long)addr, k < 0 ? strerror(errno) : "nothing written");
+        done += (size_t)k;
+    }
+    if (fd == w->dfd) w->n_odirect++;
+    else w->n_buffered++;
+    return 0;
+}
+
+// Opens the raw descriptors of a direct writer's file (see raw_slot_write); failing that, the
+// samples go through HDF5.
+static void raw_open(h5shard_writer *w, const char *tmp, hid_t ft) {
+    w->raw = H5Tequal(ft, w->mt) > 0 && (w->rawfd = open(tmp, O_WRONLY)) >= 0;
+    const char *env = getenv("MP3D_SHARD_DIRECT_IO");
+    if (w->raw && w->sample_bytes % SHARD_IO_ALIGN == 0 && !(env && !strcmp(env, "0")))
+        w->dfd = open(tmp, O_WRONLY | O_DIRECT);   // -1 where the filesystem refuses it
+}
+
 int h5shard_writer_create_direct(h5shard_writer **out, const char *path, const shard_layout *lay, int64_t reserve,
                                  MPI_Comm comm) {
     *out = NULL;
@@ -333,7 +400,8 @@ int h5shard_writer_create_direct(h5shard_writer **out, const char *path, const s
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS), dcpl = H5Pcreate(H5P_DATASET_CREATE), space = H5I_INVALID_HID, ft = H5I_INVALID_HID;
-    if (fapl < 0 || H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0 || H5Pset_coll_metadata_write(fapl, 1) < 0)
+    if (fapl < 0 || H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0 || H5Pset_coll_metadata_write(fapl, 1) < 0 ||
+        H5Pset_alignment(fapl, SHARD_IO_ALIGN, SHARD_IO_ALIGN) < 0)   // chunks at aligned addresses, for O_DIRECT
         lrc = pl_fail(PL_EH5, "%s: MPI-IO file access list failed", tmp);
     // collective: the same outcome on every rank (an MPI_File_open failure is reported everywhere)
     if (!lrc && (w->fid = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
@@ -353,6 +421,8 @@ int h5shard_writer_create_direct(h5shard_writer **out, const char *path, const s
             H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
             (w->ds = H5Dcreate2(w->fid, lay->data_name, ft, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
             lrc = pl_fail(PL_EH5, "%s: cannot create dataset '%s' of %lld slots (disk full?)", tmp, lay->data_name, (long long)reserve);
+        else
+            raw_open(w, tmp, ft);
     }
     if (!lrc && ((w->dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 || H5Pset_dxpl_mpio(w->dxpl, H5FD_MPIO_COLLECTIVE) < 0))
         lrc = pl_fail(PL_EH5, "%s: transfer property list failed", tmp);
@@ -381,7 +451,7 @@ int h5shard_add_at(h5shard_writer *w, int64_t slot, const void *data, const void
     int rc = reserve_sample(w, slot, nrow);
     if (rc) return rc;
     double t0 = pl_time();
-    rc = direct_slot_io(w, slot, (void *)data, 1);
+    rc = raw_slot_write(w, slot, data);
     w->direct_write_s += pl_time() - t0;
     if (rc) return rc;
     remember_sample(w, slot, colvals, nrow, rowvals);
@@ -547,7 +617,7 @@ static int close_holes(h5shard_writer *w, MPI_Comm comm, const int64_t *perm, in
         k = 0;
         for (int64_t i = i0; i < i1 && !lrc; i++)
             if (w->keys[perm[i]] != off + i) {
-                lrc = direct_slot_io(w, off + i, buf + (size_t)(k++) * w->sample_bytes, 1);
+                lrc = raw_slot_write(w, off + i, buf + (size_t)(k++) * w->sample_bytes);
                 moved++;
             }
         MPI_Allreduce(&lrc, &rc, 1, MPI_INT, MPI_MIN, comm);
@@ -597,6 +667,9 @@ static int write_file(h5shard_writer *w, MPI_Comm comm, const char *tmp, const i
 
     if (w->direct) {   // the data is in place: close the empty slots, then the tables below
         rc = close_holes(w, comm, perm, off, N);
+        if (w->rawfd >= 0) close(w->rawfd);   // every sample is in place: HDF5 alone from here
+        if (w->dfd >= 0) close(w->dfd);
+        w->rawfd = w->dfd = -1;
         fid = w->fid;
         dxpl = w->dxpl;
         w->fid = w->dxpl = H5I_INVALID_HID;   // closed at done:
@@ -792,6 +865,11 @@ int h5shard_finish(h5shard_writer *w, MPI_Comm comm, int local_ok, h5shard_stats
     if (stats) {
         double dw = w->direct_write_s, dmax = 0;
         MPI_Allreduce(&dw, &dmax, 1, MPI_DOUBLE, MPI_MAX, comm);
+        int64_t ways[3] = {w->n_odirect, w->n_buffered, w->n_hdf5}, ways_all[3];
+        MPI_Allreduce(ways, ways_all, 3, MPI_INT64_T, MPI_SUM, comm);
+        stats->odirect_writes = ways_all[0];
+        stats->buffered_writes = ways_all[1];
+        stats->hdf5_writes = ways_all[2];
         stats->n_total = N;
         stats->rows_total = M;
         stats->all_collective = coll_all;

@@ -34,6 +34,9 @@ typedef struct {
     int64_t n_total, rows_total;  // samples and rows in the file
     int all_collective;           // 1 if every raw-data write reported collective I/O (H5Pget_mpio_actual_io_mode)
     double write_seconds;         // HDF5 part of h5shard_finish
+    // direct mode: sample writes (in place and moves) with O_DIRECT, with a buffered pwrite at the
+    // chunk's address, and through H5Dwrite (see h5shard.c's raw_slot_write); summed over ranks
+    int64_t odirect_writes, buffered_writes, hdf5_writes;
 } h5shard_stats;
 
 // Not collective. Samples are spooled until h5shard_finish: the first 512 MiB of them in memory,
@@ -66,6 +69,9 @@ void h5shard_writer_abort(h5shard_writer *w);   // not collective; drops spool; 
 // after its slot was reserved) are closed up by h5shard_finish, which moves the later samples
 // down; without empty slots nothing moves. h5shard_finish and h5shard_writer_abort as above,
 // except that a direct writer must be finished (its file is open on every rank).
+// The sample data goes to its chunk's file address with O_DIRECT when the filesystem takes it and
+// the sample size is a multiple of 4096 bytes (MP3D_SHARD_DIRECT_IO=0: never), else buffered;
+// the file is the same either way. A caller's 4096-aligned buffer is written without a copy.
 int h5shard_writer_create_direct(h5shard_writer **w, const char *path, const shard_layout *layout, int64_t reserve,
                                  MPI_Comm comm);
 int h5shard_add_at(h5shard_writer *w, int64_t slot, const void *data, const void *const *colvals, int64_t nrow,

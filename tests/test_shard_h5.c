@@ -6,6 +6,8 @@
 // `complete` is refused by the reader. The direct writer (samples written in place into reserved
 // slots) must give the same datasets, with and without empty slots to close up (in one write
 // round and in rounds of 3 samples, across rank boundaries), and leave nothing behind on failure.
+#define _GNU_SOURCE   // O_DIRECT
+#include <fcntl.h>
 #include <hdf5.h>
 #include <math.h>
 #include <mpi.h>
@@ -21,7 +23,8 @@
 #include "test_util.h"
 
 
-enum { NITEMS = 23, D0 = 2, D1 = 3, D2 = 4 };
+enum { NITEMS = 23, D0 = 2, D1 = 3, D2 = 4, D0_BIG = 512 };
+static int g_d0 = D0;   // first sample dim: D0, or D0_BIG (12288-byte samples, O_DIRECT's multiple of 4096)
 
 static int is_bad(int64_t k) { return k == 7 || k == 13; }
 static int64_t nrows_of(int64_t k) { return k % 3; }
@@ -45,7 +48,7 @@ static int write_items_mode(const char *path, MPI_Comm comm, int nitems, int fai
     for (int i = 0; i < nitems; i++) bytes[i] = 1000 + 137 * (i % 5);
     int64_t b0, b1;
     if (worksplit_range(&b0, &b1, bytes, nitems, rank, size)) return PL_EINVAL;
-    shard_layout lay = {.data_name = "images", .data_type = SHARD_I16, .ndims = 3, .dims = {D0, D1, D2},
+    shard_layout lay = {.data_name = "images", .data_type = SHARD_I16, .ndims = 3, .dims = {g_d0, D1, D2},
                         .cols = g_cols, .ncols = 2, .rows = g_rows, .nrows = 2, .rows_offsets = "box_offsets"};
     h5shard_writer *w = NULL;
     int ngood = 0;
@@ -59,8 +62,10 @@ static int write_items_mode(const char *path, MPI_Comm comm, int nitems, int fai
     for (int64_t it = 0; it < b1 - b0; it++) {
         int64_t k = g_forward ? b0 + it : b1 - 1 - it;
         if (is_bad(k)) continue;
-        int16_t data[D0 * D1 * D2];
-        for (int i = 0; i < D0 * D1 * D2; i++) data[i] = data_val(k, i);
+        // from a 4096-aligned buffer for even keys, 8 bytes past it for odd ones (the writer copies those)
+        static _Alignas(4096) int16_t databuf[D0_BIG * D1 * D2 + 4];
+        int16_t *data = databuf + (k % 2 ? 4 : 0);
+        for (int i = 0; i < g_d0 * D1 * D2; i++) data[i] = data_val(k, i);
         char name[16] = {0};
         snprintf(name, sizeof name, "s%03d", (int)(k % 1000));
         int32_t pair[2] = {(int32_t)k, (int32_t)(-k)};
@@ -106,9 +111,9 @@ static void check_content(const char *path, int nitems) {
         if (!is_bad(k)) { expect_n++; expect_m += nrows_of(k); }
     int64_t dims[8];
     int nd = h5shard_shape(r, "images", dims, 8);
-    CHECK(nd == 4 && dims[0] == expect_n && dims[1] == D0 && dims[2] == D1 && dims[3] == D2, "images shape nd %d n %lld", nd,
+    CHECK(nd == 4 && dims[0] == expect_n && dims[1] == g_d0 && dims[2] == D1 && dims[3] == D2, "images shape nd %d n %lld", nd,
           (long long)dims[0]);
-    int16_t *img = malloc(sizeof(int16_t) * (size_t)(expect_n * D0 * D1 * D2 + 1));
+    int16_t *img = malloc(sizeof(int16_t) * (size_t)(expect_n * g_d0 * D1 * D2 + 1));
     char *names = malloc((size_t)expect_n * 16 + 1);
     int32_t *pair = malloc(sizeof(int32_t) * (size_t)(2 * expect_n + 1));
     int64_t *off = malloc(sizeof(int64_t) * (size_t)(expect_n + 1));
@@ -123,7 +128,7 @@ static void check_content(const char *path, int nitems) {
     int64_t i = 0, bad_vals = 0;
     for (int64_t k = 0; k < nitems; k++) {
         if (is_bad(k)) continue;
-        for (int e = 0; e < D0 * D1 * D2; e++) bad_vals += img[i * D0 * D1 * D2 + e] != data_val(k, e);
+        for (int e = 0; e < g_d0 * D1 * D2; e++) bad_vals += img[i * g_d0 * D1 * D2 + e] != data_val(k, e);
         char want[16] = {0};
         snprintf(want, sizeof want, "s%03d", (int)(k % 1000));
         CHECK(memcmp(names + i * 16, want, 16) == 0, "name[%lld] = %.16s want %s", (long long)i, names + i * 16, want);
@@ -198,7 +203,7 @@ int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "shard_h5_np%d", size);
     if (rank == 0) {  // outputs of an earlier run (an interrupted one leaves .tmp files) must not count
         mkdir(dir, 0755);
-        const char *names[] = {"one", "two", "all", "forward", "direct_exact", "direct_holes", "direct_rounds", "direct_zero",
+        const char *names[] = {"one", "two", "all", "forward", "big_spool", "big_direct_odirect", "big_direct_buffered", "direct_exact", "direct_holes", "direct_rounds", "direct_zero",
                                "direct_bad", "few", "zero", "bad", "order", "unfinished"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
             char q[300];
@@ -270,6 +275,10 @@ int main(int argc, char **argv) {
             rc = write_items_mode(pd, MPI_COMM_WORLD, NITEMS, -1, 0, &sd, v == 0 ? DIRECT_EXACT : DIRECT_HOLES);
             unsetenv("MP3D_SHARD_ROUND_BYTES");
             CHECK(rc == 0 && sd.n_total == NITEMS - 2, "direct %s write: rc %d n %lld", tag[v], rc, (long long)sd.n_total);
+            // 48-byte samples: written at their chunks' addresses, buffered (not a multiple of 4096)
+            CHECK(sd.hdf5_writes == 0 && sd.odirect_writes == 0 && sd.buffered_writes >= NITEMS - 2,
+                  "direct %s: writes O_DIRECT %lld buffered %lld hdf5 %lld", tag[v], (long long)sd.odirect_writes,
+                  (long long)sd.buffered_writes, (long long)sd.hdf5_writes);
             MPI_Barrier(MPI_COMM_WORLD);
             if (rank == 0) {
                 check_content(pd, NITEMS);
@@ -294,6 +303,50 @@ int main(int argc, char **argv) {
         CHECK(rc < 0, "direct, failing rank: rc %d", rc);
         MPI_Barrier(MPI_COMM_WORLD);
         CHECK(access(pd, F_OK) != 0 && access(pdt, F_OK) != 0, "failed direct write left %s or its .tmp", pd);
+    }
+
+    // 12288-byte samples: the direct writer writes them with O_DIRECT where the filesystem takes it
+    // (probed here), buffered with MP3D_SHARD_DIRECT_IO=0; the datasets equal the spool's, with
+    // empty slots closed up in rounds of 3 samples across rank boundaries
+    {
+        g_d0 = D0_BIG;
+        char pbig[300], probe[300];
+        snprintf(pbig, sizeof pbig, "%s/big_spool.h5", dir);
+        snprintf(probe, sizeof probe, "%s/odirect_probe", dir);
+        int odirect = 0;
+        if (rank == 0) {
+            int fd = open(probe, O_CREAT | O_WRONLY | O_TRUNC | O_DIRECT, 0600);
+            odirect = fd >= 0;
+            if (fd >= 0) close(fd);
+            unlink(probe);
+        }
+        MPI_Bcast(&odirect, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        h5shard_stats sb = {0};
+        CHECK(write_items(pbig, MPI_COMM_WORLD, NITEMS, -1, 0, &sb) == 0 && sb.n_total == NITEMS - 2, "big spool write");
+        for (int v = 0; v < 2; v++) {
+            char pd[300];
+            snprintf(pd, sizeof pd, "%s/big_direct_%s.h5", dir, v ? "buffered" : "odirect");
+            if (v) setenv("MP3D_SHARD_DIRECT_IO", "0", 1);
+            setenv("MP3D_SHARD_ROUND_BYTES", "36864", 1);   // 3 samples
+            h5shard_stats sd = {0};
+            int rc = write_items_mode(pd, MPI_COMM_WORLD, NITEMS, -1, 0, &sd, DIRECT_HOLES);
+            unsetenv("MP3D_SHARD_ROUND_BYTES");
+            unsetenv("MP3D_SHARD_DIRECT_IO");
+            CHECK(rc == 0 && sd.n_total == NITEMS - 2, "big direct write %d: rc %d n %lld", v, rc, (long long)sd.n_total);
+            int64_t want_od = !v && odirect;
+            CHECK(sd.hdf5_writes == 0 && (want_od ? sd.odirect_writes >= NITEMS - 2 && sd.buffered_writes == 0
+                                                 : sd.odirect_writes == 0 && sd.buffered_writes >= NITEMS - 2),
+                  "big direct %d (O_DIRECT %s here): writes O_DIRECT %lld buffered %lld hdf5 %lld", v, odirect ? "taken" : "refused",
+                  (long long)sd.odirect_writes, (long long)sd.buffered_writes, (long long)sd.hdf5_writes);
+            if (rank == 0 && v == 0) printf("big samples: O_DIRECT %s, writes O_DIRECT %lld buffered %lld\n", odirect ? "taken" : "refused",
+                                            (long long)sd.odirect_writes, (long long)sd.buffered_writes);
+            MPI_Barrier(MPI_COMM_WORLD);
+            if (rank == 0) {
+                check_content(pd, NITEMS);
+                check_same(pd, pbig);
+            }
+        }
+        g_d0 = D0;
     }
 
     // fewer items than ranks: some ranks add nothing and still take part

@@ -755,8 +755,13 @@ int stage_preprocess_run(const pl_cfg *cfg, MPI_Comm comm) {
         out_w = PL_MAX(out_w, ow);
     }
     if (rc) goto fail_collective;
-    cx.out = pl_malloc(sizeof(int16_t) * (size_t)pp.D * (size_t)out_h * (size_t)out_w, "sample");
-    if (!cx.out) { rc = PL_ENOMEM; goto fail_collective; }
+    // page-aligned: the shard writer hands it to an O_DIRECT write without copying it
+    size_t out_bytes = sizeof(int16_t) * (size_t)pp.D * (size_t)out_h * (size_t)out_w;
+    if (posix_memalign((void **)&cx.out, 4096, out_bytes)) {
+        cx.out = NULL;
+        rc = pl_fail(PL_ENOMEM, "preprocess: out of memory for a %zu-byte sample", out_bytes);
+        goto fail_collective;
+    }
     LOG0("preprocess: key_slices:%lld series:%lld pngs_indexed:%lld zips:%d ranks:%d", (long long)nsm, (long long)nse, (long long)src.nent,
          src.nzips, size);
 
@@ -933,8 +938,9 @@ fail_collective:;
         if (frc && write_ok) wrc = frc;
         if (frc == 0) {
             t_write += st.write_seconds;
-            LOG0("preprocess: split:%s samples:%lld lesions:%lld output:%s collective:%d write_s:%.2f", SPLIT_NAMES[s], (long long)st.n_total,
-                 (long long)st.rows_total, paths[s], st.all_collective, st.write_seconds);
+            LOG0("preprocess: split:%s samples:%lld lesions:%lld output:%s collective:%d write_s:%.2f writes_odirect:%lld writes_buffered:%lld",
+                 SPLIT_NAMES[s], (long long)st.n_total, (long long)st.rows_total, paths[s], st.all_collective, st.write_seconds,
+                 (long long)st.odirect_writes, (long long)(st.buffered_writes + st.hdf5_writes));
         }
     }
     free(inputs.p);
