@@ -1,6 +1,10 @@
 #include "nn/pl.h"
 
 #include <errno.h>
+#include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>   // mallopt
+#endif
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -109,6 +113,16 @@ char *pl_strdup(const char *s) {
     char *d = pl_malloc(n, "string");
     if (d) memcpy(d, s, n);
     return d;
+}
+
+int pl_malloc_reuse(size_t bytes) {
+#ifdef __GLIBC__
+    int big = bytes > (size_t)INT_MAX / 4 ? INT_MAX / 4 : (int)bytes;
+    return mallopt(M_MMAP_THRESHOLD, big) == 1 && mallopt(M_TRIM_THRESHOLD, 4 * big) == 1 ? 0 : -1;
+#else
+    (void)bytes;
+    return -1;
+#endif
 }
 
 double pl_time(void) {

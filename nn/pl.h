@@ -66,6 +66,14 @@ void pl_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 // Wall-clock seconds (monotonic).
 double pl_time(void);
 
+// For a process that allocates and frees buffers of the same few sizes over and over (the
+// sharding stages: an archive entry, a decoded image, per sample): glibc keeps freed blocks below
+// `bytes` in its heap for the next allocation, instead of handing blocks above its mmap threshold
+// back to the kernel and faulting fresh zeroed pages in for the next one; up to 4 x `bytes` of
+// freed memory stays with the process. Process-wide; returns 0, or -1 where the C library has no
+// such setting (nothing changes).
+int pl_malloc_reuse(size_t bytes);
+
 // xoshiro256** seeded by splitmix64; deterministic for a seed on every platform.
 typedef struct { uint64_t s[4]; } pl_rng;
 void pl_rng_seed(pl_rng *r, uint64_t seed);

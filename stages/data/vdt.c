@@ -778,6 +778,7 @@ int stage_vdt_run(const pl_cfg *cfg, MPI_Comm comm) {
     int rank;
     MPI_Comm_rank(comm, &rank);
     if (cfg_require(cfg, "input.root") || cfg_require(cfg, "output.dir")) return MP3D_EXIT_USAGE;
+    pl_malloc_reuse(64u << 20);   // per-image entry, pixel and resize buffers: as in preprocess
     const char *outdir = cfg_str(cfg, "output.dir"), *dataset = cfg_str(cfg, "vdt.dataset");
     img_set_max_pixels((int64_t)(cfg_float(cfg, "vdt.max_megapixels") * 1e6));
     if (cfg_int(cfg, "vdt.crop") > cfg_int(cfg, "vdt.short_side")) {
