@@ -16,6 +16,7 @@
 
 #include "io/config.h"
 #include "io/fileio.h"
+#include "mp3d_git.h"   // MP3D_GIT, written at build time
 #include "io/runlog.h"
 #include "nn/conv3d_dnnl.h"
 #include "nn/pl.h"
@@ -25,9 +26,6 @@
 
 #ifndef MP3D_VERSION
 #define MP3D_VERSION "0.0.0"
-#endif
-#ifndef MP3D_GIT
-#define MP3D_GIT "unknown"
 #endif
 
 static void usage(FILE *f) {

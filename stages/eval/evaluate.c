@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "io/fileio.h"
+#include "mp3d_git.h"   // MP3D_GIT, written at build time
 #include "io/h5tensor.h"
 #include "nn/pl.h"
 #include "stages/eval/froc_report.h"
@@ -18,9 +19,6 @@
 
 #ifndef MP3D_VERSION
 #define MP3D_VERSION "0.1.0"
-#endif
-#ifndef MP3D_GIT
-#define MP3D_GIT "unknown"
 #endif
 
 // Rank 0: write, score, report. Returns an exit code.

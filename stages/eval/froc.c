@@ -7,6 +7,7 @@
 
 #include "io/dlinfo.h"
 #include "io/fileio.h"
+#include "mp3d_git.h"   // MP3D_GIT, written at build time
 #include "nn/pl.h"
 #include "stages/eval/froc_report.h"
 #include "stages/score/froc.h"

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "io/fileio.h"
+#include "mp3d_git.h"   // MP3D_GIT, written at build time
 #include "io/h5ckpt.h"
 #include "io/pth.h"
 #include "nn/net.h"

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "io/fileio.h"
+#include "mp3d_git.h"   // MP3D_GIT, written at build time
 #include "io/h5ckpt.h"
 #include "nn/pl.h"
 #include "stages/train/import.h"
