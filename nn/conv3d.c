@@ -127,6 +127,7 @@ typedef struct {
     const conv3d_shape *s;
     nn_dims in, o;
     int64_t r0, r1;
+    int64_t row0;  // vol2col_rows: rows lo..hi are row0 + lo .. row0 + hi
 } v2c_ctx;
 
 // col rows [lo, hi) (row = (c*KD + kd)*KH*KW + kh*KW + kw) gathered from x.
@@ -134,7 +135,7 @@ static void vol2col_rows(void *vc, int64_t lo, int64_t hi) {
     const v2c_ctx *v = vc;
     const conv3d_shape *s = v->s;
     const int64_t ncols = (v->r1 - v->r0) * v->o.w, khw = s->k[1] * s->k[2], kdhw = s->k[0] * khw;
-    for (int64_t row = lo; row < hi; row++) {
+    for (int64_t row = v->row0 + lo; row < v->row0 + hi; row++) {
         const int64_t c = row / kdhw, kd = row % kdhw / khw, kh = row % khw / s->k[2], kw = row % s->k[2];
         float *dst = v->col + row * ncols;
         for (int64_t r = v->r0; r < v->r1; r++, dst += v->o.w) {
@@ -201,14 +202,48 @@ static void conv_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_
     nn_parallel_for(n, min_cols, gemm_columns, &g);
 }
 
+// Depth taps of the kernel: with one input channel per group the col rows are ordered by tap
+// (row = (kd*KH + kh)*KW + kw), and for a chunk of output rows inside one output plane od only
+// the taps kd with 0 <= od*SD - PD + kd < D read the volume; the others' rows are all padding
+// zeros. The GEMMs then run on the live rows [t0*KH*KW, t1*KH*KW) only. ResNet3D-18's stem
+// (7x7x7, depth padding 3) on VDT's 3-slice volumes reads 3 of 7 taps per plane: the GEMMs do
+// 3/7 of the full work. (With more input channels a channel's live rows are not contiguous.)
+typedef struct {
+    int64_t t0, t1;  // live depth taps [t0, t1) of this chunk; t0 == t1: none
+} conv3d_taps;
+
+static int conv3d_splits_depth(const conv3d_shape *s) {
+    return s->ic / s->groups == 1 && s->k[0] > 1 && s->p[0] > 0;
+}
+
+// Output rows of the chunk starting at r0: at most `rows`, inside one plane when splitting.
+static int64_t conv3d_chunk_end(const conv3d_shape *s, nn_dims o, int64_t r0, int64_t rows) {
+    int64_t r1 = PL_MIN(r0 + rows, o.d * o.h);
+    return conv3d_splits_depth(s) ? PL_MIN(r1, (r0 / o.h + 1) * o.h) : r1;
+}
+
+static conv3d_taps conv3d_live_taps(const conv3d_shape *s, nn_dims in, nn_dims o, int64_t r0, int64_t r1) {
+    conv3d_taps t = {0, s->k[0]};
+    if (!conv3d_splits_depth(s)) return t;
+    const int64_t od_a = r0 / o.h, od_b = (r1 - 1) / o.h;
+    t.t0 = PL_MAX((int64_t)0, s->p[0] - od_b * s->s[0]);
+    t.t1 = PL_MIN(s->k[0], s->p[0] - od_a * s->s[0] + in.d);
+    if (t.t1 < t.t0) t.t1 = t.t0;
+    return t;
+}
+
 static void vol2col_chunk(float *col, float *x, const conv3d_shape *s, nn_dims in, nn_dims o,
                           int64_t r0, int64_t r1, int mode) {
-    v2c_ctx v = {col, x, s, in, o, r0, r1};
+    v2c_ctx v = {col, x, s, in, o, r0, r1, 0};
     const int64_t icg = s->ic / s->groups, kdhw = s->k[0] * s->k[1] * s->k[2];
     const int64_t work_per_row = (r1 - r0) * o.w;  // floats per col row
-    if (mode == 0)  // >= ~64k floats per thread
-        nn_parallel_for(icg * kdhw, PL_MAX((int64_t)1, 65536 / PL_MAX(work_per_row, (int64_t)1)), vol2col_rows, &v);
-    else
+    if (mode == 0) {  // >= ~64k floats per thread; only the live taps' rows when splitting
+        conv3d_taps t = conv3d_live_taps(s, in, o, r0, r1);
+        const int64_t khw = s->k[1] * s->k[2], lo = conv3d_splits_depth(s) ? t.t0 * khw : 0;
+        const int64_t hi = conv3d_splits_depth(s) ? t.t1 * khw : icg * kdhw;
+        v.row0 = lo;
+        nn_parallel_for(hi - lo, PL_MAX((int64_t)1, 65536 / PL_MAX(work_per_row, (int64_t)1)), vol2col_rows, &v);
+    } else
         nn_parallel_for(icg, PL_MAX((int64_t)1, 65536 / PL_MAX(work_per_row * kdhw, (int64_t)1)), col2vol_channels, &v);
 }
 
@@ -287,10 +322,17 @@ static void forward_gemm(float *out, const float *in, const conv3d *l, nn_dims i
                 conv_sgemm(CblasNoTrans, CblasNoTrans, ocg, p, icg, w, kg, x, p, 0.0f, y, p);
                 continue;
             }
-            for (int64_t r0 = 0; r0 < o.d * o.h; r0 += rows) {
-                int64_t r1 = PL_MIN(r0 + rows, o.d * o.h), nc = (r1 - r0) * o.w;
+            for (int64_t r0 = 0, r1; r0 < o.d * o.h; r0 = r1) {
+                r1 = conv3d_chunk_end(s, o, r0, rows);
+                const int64_t nc = (r1 - r0) * o.w;
+                const conv3d_taps t = conv3d_live_taps(s, in_dims, o, r0, r1);
+                const int64_t k0 = t.t0 * s->k[1] * s->k[2] * icg, kl = (t.t1 - t.t0) * s->k[1] * s->k[2] * icg;
+                if (kl == 0) {  // every tap in the padding
+                    for (int64_t c = 0; c < ocg; c++) memset(y + c * p + r0 * o.w, 0, (size_t)nc * sizeof(float));
+                    continue;
+                }
                 vol2col_chunk(ws, (float *)x, s, in_dims, o, r0, r1, 0);
-                conv_sgemm(CblasNoTrans, CblasNoTrans, ocg, nc, kg, w, kg, ws, nc, 0.0f, y + r0 * o.w, p);
+                conv_sgemm(CblasNoTrans, CblasNoTrans, ocg, nc, kl, w + k0, kg, ws + k0 * nc, nc, 0.0f, y + r0 * o.w, p);
             }
         }
         if (l->b)
@@ -336,12 +378,17 @@ static void backward_gemm(float *din, const float *dout, const float *in, const 
                 if (dx) conv_sgemm(CblasTrans, CblasNoTrans, icg, p, ocg, w, kg, dy, p, 1.0f, dx, p);
                 continue;
             }
-            for (int64_t r0 = 0; r0 < o.d * o.h; r0 += rows) {
-                int64_t r1 = PL_MIN(r0 + rows, o.d * o.h), nc = (r1 - r0) * o.w;
+            for (int64_t r0 = 0, r1; r0 < o.d * o.h; r0 = r1) {
+                r1 = conv3d_chunk_end(s, o, r0, rows);
+                const int64_t nc = (r1 - r0) * o.w;
+                const conv3d_taps t = conv3d_live_taps(s, in_dims, o, r0, r1);
+                const int64_t k0 = t.t0 * s->k[1] * s->k[2] * icg, kl = (t.t1 - t.t0) * s->k[1] * s->k[2] * icg;
+                if (kl == 0) continue;  // every tap in the padding: no gradient flows
                 vol2col_chunk(ws, (float *)x, s, in_dims, o, r0, r1, 0);
-                conv_sgemm(CblasNoTrans, CblasTrans, ocg, kg, nc, dy + r0 * o.w, p, ws, nc, 1.0f, dw, kg);
+                conv_sgemm(CblasNoTrans, CblasTrans, ocg, kl, nc, dy + r0 * o.w, p, ws + k0 * nc, nc, 1.0f, dw + k0, kg);
                 if (!dx) continue;
-                conv_sgemm(CblasTrans, CblasNoTrans, kg, nc, ocg, w, kg, dy + r0 * o.w, p, 0.0f, ws, nc);
+                // dead rows of ws keep stale values: col2vol skips their (padding) positions
+                conv_sgemm(CblasTrans, CblasNoTrans, kl, nc, ocg, w + k0, kg, dy + r0 * o.w, p, 0.0f, ws + k0 * nc, nc);
                 vol2col_chunk(ws, dx, s, in_dims, o, r0, r1, 1);
             }
         }
@@ -590,10 +637,24 @@ void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dim
 void conv3d_backward(float *din, const float *dout, const float *in, const conv3d *l,
                      nn_dims in_dims, float *ws, size_t ws_floats) {
     if (conv3d_get_engine() != CONV3D_ENGINE_GEMM && conv3d_engine_for(l, in, in_dims, ws, ws_floats) == CONV3D_ENGINE_DNNL) {
+        // A backward pass oneDNN has no direct kernel for (it would run its own im2col+gemm: dW
+        // of the one-channel stems) runs on this file's vol2col+sgemm path instead, which skips
+        // the depth taps that read only padding and splits its GEMMs over the pool. ResNet3D-18's
+        // stem on (8,1,3,112,112), dW: 19 / 11 ms at 1 / 2 threads against oneDNN's 45 / 30.
         pl_quiet_begin();
-        int rc = conv3d_dnnl_backward(din, dout, in, l, in_dims);
+        const int jit = conv3d_dnnl_direct(l, in_dims);
+        const int dnnl_data = jit >= 0 && din && (jit & CONV3D_DNNL_DATA);
+        const int dnnl_weights = jit >= 0 && (jit & CONV3D_DNNL_WEIGHTS) && (!din || dnnl_data);
+        int rc = jit < 0         ? jit
+                 : dnnl_weights ? conv3d_dnnl_backward(din, dout, in, l, in_dims)
+                 : dnnl_data    ? conv3d_dnnl_backward_data(din, dout, l, in_dims)
+                                : 0;
         pl_quiet_end();
-        if (!rc) return;
+        if (!rc) {
+            // dW (and din when oneDNN does not compute it) here
+            if (!dnnl_weights) conv3d_backward_gemm(dnnl_data ? NULL : din, dout, in, l, in_dims, ws, ws_floats);
+            return;
+        }
         conv3d_dnnl_failed(l, in_dims);
     }
     conv3d_backward_gemm(din, dout, in, l, in_dims, ws, ws_floats);

@@ -6,6 +6,8 @@
 // buffer by a reorder with a sum post-op (dst = reorder(src) + 1 * dst). Internal buffers are
 // views into five arena buffers (two activation-sized, see g_arena_of) shared by all cached
 // layers and sized to the largest, so the memory cost is two activations, not copies per layer.
+// Between the plain layouts and oneDNN's 16- (8-) channel-blocked ones the reorders are this
+// file's own AVX2 transposes split over the nn pool (dn_own_*), not oneDNN's reorder primitives.
 #include "nn/conv3d_dnnl.h"
 
 #include "nn/pl.h"
@@ -22,6 +24,14 @@ int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const c
     (void)din, (void)dout, (void)in, (void)l, (void)in_dims;
     return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
 }
+int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims) {
+    (void)din, (void)dout, (void)l, (void)in_dims;
+    return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
+}
+int conv3d_dnnl_direct(const conv3d *l, nn_dims in_dims) {
+    (void)l, (void)in_dims;
+    return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
+}
 int conv3d_dnnl_impl(char *buf, size_t n, const conv3d *l, nn_dims in_dims) {
     (void)buf, (void)n, (void)l, (void)in_dims;
     return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
@@ -33,13 +43,16 @@ int nn_dnnl_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *
     return pl_fail(PL_EUNSUPPORTED, "nn: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
 }
 int conv3d_dnnl_cached(void) { return 0; }
+long conv3d_dnnl_own_reorders(void) { return 0; }
 void conv3d_dnnl_release(void) {}
 
 #else
 
 #include <oneapi/dnnl/dnnl.h>
+#include <immintrin.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,11 +73,26 @@ static const int g_arena_of[R_COUNT] = {
 
 // One tensor argument of one primitive: the user's plain buffer and, when oneDNN wants another
 // layout or the result must be added, an internal buffer (arena role) and the reorder between.
+// Layouts this file reorders with its own loops (dn_own_*), split over the nn pool: plain
+// (A, B, K) against B blocked by bs = 16 (AVX-512) or 8 (AVX2) and, for weights, A too. oneDNN 2.6's generic `jit:uni`
+// reorder handles the weight layouts slowly (ResNet3D-18's 512x512x3x3x3 to ABcde16b16a: 6.2 ms
+// at 1 thread, ~95 ms of reorders per (8,1,3,112,112) step) and its reorders scale poorly to 2
+// threads (1.3x).
+typedef enum {
+    DN_OWN_NONE,
+    DN_OWN_ACT,  // (N, C, S)  <-> (N, C/bs, S, bs c)              aBcde16b, aBcde8b
+    DN_OWN_WIO,  // (O, I, K)  <-> (O/bs, I/bs, K, bs i, bs o)     ABcde16b16a, ABcde8b8a
+    DN_OWN_WOI,  // (O, I, K)  <-> (O/bs, I/bs, K, bs o, bs i)     ABcde16a16b, ABcde8a8b
+} dn_own_kind;
+
 typedef struct {
     dnnl_memory_t user, inner;  // inner == NULL: the primitive works on the user buffer
     dnnl_primitive_t reorder;   // user -> inner (inputs) or inner -> user (outputs, maybe summing)
     int role;
     size_t bytes;               // of inner
+    int sum;                    // output added into the user buffer
+    dn_own_kind own;            // DN_OWN_NONE: oneDNN's reorder; else ours, on (a, b, k)
+    int64_t a, b, k, bs;
 } dn_tensor;
 
 enum { DN_IMPL_LEN = 40 };
@@ -120,6 +148,130 @@ static void dn_layer_free(dn_layer *L) {
     free(L);
 }
 
+// ---- own reorders ----
+static _Atomic long g_own_runs;  // reorders done by dn_own_run (tests)
+
+typedef struct {
+    float *plain, *blk;
+    int64_t a, b, k, bs, ablk;  // ablk: bs when A is blocked too, else 1
+    dn_own_kind kind;
+    int to_blocked, sum;
+} dn_own_ctx;
+
+// dst[c * ds + r] (+)= src[r * ss + c] for r < rows, c < cols: a transpose with row strides.
+static void dn_transpose_ref(const float *src, int64_t ss, float *dst, int64_t ds, int64_t rows, int64_t cols,
+                             int add) {
+    for (int64_t c = 0; c < cols; c++)
+        for (int64_t r = 0; r < rows; r++) {
+            const float v = src[r * ss + c];
+            dst[c * ds + r] = add ? dst[c * ds + r] + v : v;
+        }
+}
+
+// The same in 8x8 blocks of AVX registers (unpack / shuffle / permute), edges by the loop above.
+__attribute__((target("avx2"))) static void dn_transpose_avx2(const float *src, int64_t ss, float *dst, int64_t ds,
+                                                               int64_t rows, int64_t cols, int add) {
+    const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+    for (int64_t r0 = 0; r0 < r8; r0 += 8)
+        for (int64_t c0 = 0; c0 < c8; c0 += 8) {
+            const float *s = src + r0 * ss + c0;
+            __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ss), a2 = _mm256_loadu_ps(s + 2 * ss);
+            __m256 a3 = _mm256_loadu_ps(s + 3 * ss), a4 = _mm256_loadu_ps(s + 4 * ss), a5 = _mm256_loadu_ps(s + 5 * ss);
+            __m256 a6 = _mm256_loadu_ps(s + 6 * ss), a7 = _mm256_loadu_ps(s + 7 * ss);
+            __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+            __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+            __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+            __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                           _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                           _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                           _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+            float *d = dst + c0 * ds + r0;
+            for (int i = 0; i < 8; i++)
+                _mm256_storeu_ps(d + i * ds, add ? _mm256_add_ps(_mm256_loadu_ps(d + i * ds), o[i]) : o[i]);
+        }
+    if (c8 < cols) dn_transpose_ref(src + c8, ss, dst + c8 * ds, ds, r8, cols - c8, add);
+    if (r8 < rows) dn_transpose_ref(src + r8 * ss, ss, dst + r8, ds, rows - r8, cols, add);
+}
+
+static int g_have_avx2 = -1;
+
+static void dn_transpose(const float *src, int64_t ss, float *dst, int64_t ds, int64_t rows, int64_t cols, int add) {
+    if (g_have_avx2)
+        dn_transpose_avx2(src, ss, dst, ds, rows, cols, add);
+    else
+        dn_transpose_ref(src, ss, dst, ds, rows, cols, add);
+}
+
+// Tiles t = (A block, B block) in [lo, hi). Every kind is, per tile, bs (or bs x bs) transposes
+// of a (bs rows x K) plain matrix into K rows of the blocked side:
+//   ACT: rows bi (plain stride K),      blocked [k][bi]      (row stride bs)
+//   WIO: per bi, rows ai (stride B*K),  blocked [k][bi][ai]  (row stride bs*bs, offset bi*bs)
+//   WOI: per ai, rows bi (stride K),    blocked [k][ai][bi]  (row stride bs*bs, offset ai*bs)
+static void dn_own_tiles(void *vc, int64_t lo, int64_t hi) {
+    const dn_own_ctx *c = vc;
+    const int64_t bs = c->bs, nb = c->b / bs, A = c->ablk, K = c->k;
+    for (int64_t t = lo; t < hi; t++) {
+        const int64_t ab = t / nb, bb = t % nb;
+        float *blk = c->blk + t * K * bs * A;
+        float *plain = c->plain + (ab * A * c->b + bb * bs) * K;  // (ai = 0, bi = 0, k = 0)
+        for (int64_t j = 0; j < (c->kind == DN_OWN_ACT ? 1 : bs); j++) {
+            float *p, *q;
+            int64_t ps, qs;
+            if (c->kind == DN_OWN_ACT)
+                p = plain, ps = K, q = blk, qs = bs;
+            else if (c->kind == DN_OWN_WIO)
+                p = plain + j * K, ps = c->b * K, q = blk + j * bs, qs = bs * bs;
+            else
+                p = plain + j * c->b * K, ps = K, q = blk + j * bs, qs = bs * bs;
+            if (c->to_blocked)
+                dn_transpose(p, ps, q, qs, bs, K, 0);
+            else
+                dn_transpose(q, qs, p, ps, K, bs, c->sum);
+        }
+    }
+}
+
+static void dn_own_run(const dn_tensor *t, float *plain, float *blk, int to_blocked) {
+    if (g_have_avx2 < 0) {
+        __builtin_cpu_init();
+        g_have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    dn_own_ctx c = {plain, blk, t->a, t->b, t->k, t->bs, t->own == DN_OWN_ACT ? 1 : t->bs, t->own, to_blocked, t->sum};
+    const int64_t tiles = (t->a / c.ablk) * (t->b / t->bs), per_tile = t->bs * c.ablk * t->k;
+    nn_parallel_for(tiles, PL_MAX((int64_t)1, 32768 / per_tile), dn_own_tiles, &c);  // >= ~32k floats a thread
+    g_own_runs++;
+}
+
+// Which own reorder, if any, moves between user layout umd (plain, 5D) and pmd.
+static dn_own_kind dn_own_match(dn_tensor *t, const dnnl_memory_desc_t *umd, const dnnl_memory_desc_t *pmd) {
+    static const struct {
+        dn_own_kind kind;
+        int64_t bs;
+        dnnl_format_tag_t tag;
+    } cand[] = {{DN_OWN_ACT, 16, dnnl_aBcde16b},     {DN_OWN_WIO, 16, dnnl_ABcde16b16a}, {DN_OWN_WOI, 16, dnnl_ABcde16a16b},
+                {DN_OWN_ACT, 8, dnnl_aBcde8b},       {DN_OWN_WIO, 8, dnnl_ABcde8b8a},    {DN_OWN_WOI, 8, dnnl_ABcde8a8b}};
+    if (umd->ndims != 5 || umd->data_type != dnnl_f32) return DN_OWN_NONE;
+    dnnl_memory_desc_t plain, want;
+    if (dnnl_memory_desc_init_by_tag(&plain, 5, umd->dims, dnnl_f32, dnnl_abcde) != dnnl_success ||
+        !dnnl_memory_desc_equal(&plain, umd))
+        return DN_OWN_NONE;
+    const dnnl_dim_t *d = umd->dims;
+    for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++) {
+        if (d[1] % cand[i].bs || (cand[i].kind != DN_OWN_ACT && d[0] % cand[i].bs)) continue;
+        if (dnnl_memory_desc_init_by_tag(&want, 5, d, dnnl_f32, cand[i].tag) != dnnl_success ||
+            !dnnl_memory_desc_equal(&want, pmd))
+            continue;
+        t->a = d[0], t->b = d[1], t->k = d[2] * d[3] * d[4], t->bs = cand[i].bs;
+        return cand[i].kind;
+    }
+    return DN_OWN_NONE;
+}
+
 // Sets up t for user layout `umd` and the layout the primitive chose (`pmd`). dir 0: input
 // (reorder user -> inner when they differ); dir 1: output written in place when the layouts
 // agree; dir 2: output added into the user buffer (always through inner + a summing reorder).
@@ -133,6 +285,8 @@ static int dn_tensor_make(dn_tensor *t, const dnnl_memory_desc_t *umd, const dnn
     DN(dnnl_memory_create(&t->user, umd, g_dn.eng, DNNL_MEMORY_NONE));
     if (dir != 2 && dnnl_memory_desc_equal(umd, pmd)) return 0;
     t->bytes = dnnl_memory_desc_get_size(pmd);
+    t->sum = dir == 2;
+    t->own = dn_own_match(t, umd, pmd);
     DN(dnnl_memory_create(&t->inner, pmd, g_dn.eng, DNNL_MEMORY_NONE));
     if (dir == 0) {
         DN(dnnl_reorder_primitive_desc_create(&rpd, umd, g_dn.eng, pmd, g_dn.eng, NULL));
@@ -372,7 +526,9 @@ static int dn_bind(dnnl_memory_t *use, dn_tensor *t, const void *user, int input
     if (!t->inner) return 0;
     DN(dnnl_memory_set_data_handle(t->inner, g_dn.arena[g_arena_of[t->role]]));
     *use = t->inner;
-    if (input) {
+    if (input && t->own) {
+        dn_own_run(t, (float *)user, g_dn.arena[g_arena_of[t->role]], 1);
+    } else if (input) {
         dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->user}, {DNNL_ARG_TO, t->inner}};
         rc = dn_exec(t->reorder, 2, a);
     }
@@ -383,6 +539,15 @@ done:
 // Output reorder inner -> user (a sum for accumulated outputs).
 static int dn_unbind(dn_tensor *t) {
     if (!t->inner) return 0;
+    if (t->own) {
+        int rc = 0;
+        void *user = NULL, *inner = NULL;
+        DN(dnnl_memory_get_data_handle(t->user, &user));
+        DN(dnnl_memory_get_data_handle(t->inner, &inner));
+        dn_own_run(t, user, inner, 0);
+    done:
+        return rc;
+    }
     dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->inner}, {DNNL_ARG_TO, t->user}};
     return dn_exec(t->reorder, 2, a);
 }
@@ -408,22 +573,25 @@ done:
     return rc;
 }
 
-int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
-                         nn_dims in_dims) {
+// Backward; weights = 0 leaves dw and db alone (backward-data only, din not NULL).
+static int dn_backward(float *din, const float *dout, const float *in, const conv3d *l, nn_dims in_dims,
+                       int weights) {
     pthread_mutex_lock(&g_dn.lock);
     dn_layer *L = NULL;
     dnnl_memory_t ddst = NULL, wei = NULL, dsrc = NULL, src = NULL, dwei = NULL, db = NULL;
     int rc = dn_begin(&L, l, in_dims);
     if (rc) goto done;
     // backward-weights first: its internal inputs share arena buffers with backward-data's
-    if ((rc = dn_bind(&src, &L->w_src, in, 1)) || (rc = dn_bind(&ddst, &L->w_ddst, dout, 1)) ||
-        (rc = dn_bind(&dwei, &L->w_dwei, l->dw, 0)) || (l->sh.bias && (rc = dn_bind(&db, &L->w_db, l->db, 0))))
-        goto done;
-    dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dwei},
-                            {DNNL_ARG_DIFF_BIAS, db}};
-    if ((rc = dn_exec(L->bwd_w, db ? 4 : 3, a))) goto done;
+    if (weights) {
+        if ((rc = dn_bind(&src, &L->w_src, in, 1)) || (rc = dn_bind(&ddst, &L->w_ddst, dout, 1)) ||
+            (rc = dn_bind(&dwei, &L->w_dwei, l->dw, 0)) || (l->sh.bias && (rc = dn_bind(&db, &L->w_db, l->db, 0))))
+            goto done;
+        dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dwei},
+                                {DNNL_ARG_DIFF_BIAS, db}};
+        if ((rc = dn_exec(L->bwd_w, db ? 4 : 3, a))) goto done;
+    }
     if (din) {
-        if (L->ddst_shared) {  // already in A_OUT, as backward-weights left it
+        if (weights && L->ddst_shared) {  // already in A_OUT, as backward-weights left it
             DN(dnnl_memory_set_data_handle(L->d_ddst.inner, g_dn.arena[g_arena_of[R_D_DDST]]));
             ddst = L->d_ddst.inner;
         } else if ((rc = dn_bind(&ddst, &L->d_ddst, dout, 1))) {
@@ -436,10 +604,32 @@ int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const c
         if ((rc = dn_exec(L->bwd_d, 3, ad))) goto done;
     }
     // Every primitive ran: only now add into the caller's buffers (all or nothing).
-    if ((din && (rc = dn_unbind(&L->d_dsrc))) || (rc = dn_unbind(&L->w_dwei)) ||
+    if ((din && (rc = dn_unbind(&L->d_dsrc))) || (weights && (rc = dn_unbind(&L->w_dwei))) ||
         (db && (rc = dn_unbind(&L->w_db))))
         goto done;
 done:
+    pthread_mutex_unlock(&g_dn.lock);
+    return rc;
+}
+
+int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
+                         nn_dims in_dims) {
+    return dn_backward(din, dout, in, l, in_dims, 1);
+}
+
+int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims) {
+    if (!din) return pl_fail(PL_EINVAL, "conv3d dnnl: backward-data without din");
+    return dn_backward(din, dout, NULL, l, in_dims, 0);
+}
+
+int conv3d_dnnl_direct(const conv3d *l, nn_dims in_dims) {
+    pthread_mutex_lock(&g_dn.lock);
+    dn_layer *L = NULL;
+    int rc = dn_begin(&L, l, in_dims);
+    if (!rc)
+        for (int i = 0; i < 3; i++)
+            if (!strstr(L->impl[i], "gemm") && strncmp(L->impl[i], "ref", 3) != 0 && strcmp(L->impl[i], "?") != 0)
+                rc |= 1 << i;
     pthread_mutex_unlock(&g_dn.lock);
     return rc;
 }
@@ -462,6 +652,8 @@ int conv3d_dnnl_impl(char *buf, size_t n, const conv3d *l, nn_dims in_dims) {
     pthread_mutex_unlock(&g_dn.lock);
     return rc;
 }
+
+long conv3d_dnnl_own_reorders(void) { return g_own_runs; }
 
 int conv3d_dnnl_cached(void) {
     pthread_mutex_lock(&g_dn.lock);

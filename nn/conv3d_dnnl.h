@@ -17,6 +17,14 @@ int conv3d_dnnl_forward(float *out, const float *in, const conv3d *l, nn_dims in
 // pl_err; on error nothing was accumulated.
 int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
                          nn_dims in_dims);
+// Backward-data only: din += dL/din (din not NULL); dw and db untouched. Same error contract.
+int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims);
+// Which passes of layer l on in_dims oneDNN runs on one of its direct JIT kernels rather than
+// its im2col+gemm (or reference) implementation: CONV3D_DNNL_FWD | _DATA | _WEIGHTS bits (the
+// primitives are created if needed), or a negative pl_err when they cannot be. nn/conv3d runs
+// the other passes on its own vol2col+sgemm path.
+enum { CONV3D_DNNL_FWD = 1, CONV3D_DNNL_DATA = 2, CONV3D_DNNL_WEIGHTS = 4 };
+int conv3d_dnnl_direct(const conv3d *l, nn_dims in_dims);
 // oneDNN's implementation names for layer l on in_dims, "forward/backward-data/backward-weights"
 // (e.g. "jit:avx512_core/jit:avx512_core/jit:avx512_core"), creating its primitives if needed.
 int conv3d_dnnl_impl(char *buf, size_t n, const conv3d *l, nn_dims in_dims);
@@ -27,6 +35,9 @@ int conv3d_dnnl_impl(char *buf, size_t n, const conv3d *l, nn_dims in_dims);
 // (invalid arguments; C is then untouched).
 int nn_dnnl_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+// Reorders between the plain layouts and oneDNN's 16-blocked ones done by this file's own loops
+// (activations aBcde16b, weights ABcde16b16a / ABcde16a16b) since the start (for tests).
+long conv3d_dnnl_own_reorders(void);
 // Primitives cached so far (for tests), and release of the cache and its buffers.
 int conv3d_dnnl_cached(void);
 void conv3d_dnnl_release(void);

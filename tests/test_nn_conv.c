@@ -193,12 +193,17 @@ int main(void) {
         {"spatial k133 s(1,2,2) p011", 4, 5, {1, 3, 3}, {1, 2, 2}, {0, 1, 1}, 1, 0, {2, 4, 3, 9, 7}},
         {"stem k777 s(1,2,2) p3", 1, 4, {7, 7, 7}, {1, 2, 2}, {3, 3, 3}, 1, 0, {1, 1, 3, 11, 10}},
         {"depthwise k333 g4 s2", 4, 4, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, 4, 1, {1, 4, 5, 5, 6}},
+        // one input channel per group: the GEMMs skip the depth taps that read only padding
+        {"k233 p(2,1,1) 1->3 bias: first plane all padding", 1, 3, {2, 3, 3}, {1, 1, 1}, {2, 1, 1}, 1, 1, {2, 1, 3, 6, 5}},
+        {"k333 g2 s(2,1,1) p(2,1,1) 2->4", 2, 4, {3, 3, 3}, {2, 1, 1}, {2, 1, 1}, 2, 0, {1, 2, 4, 5, 6}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i], &rng);
     // big enough that vol2col and col2vol split over 2 threads (nn_parallel_for thresholds)
     nn_set_threads(2);
     const conv_case threaded = {"2 threads: k333 p1 (1,8,5,40,40)", 8, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {1, 8, 5, 40, 40}};
     run_case(&threaded, &rng);
+    const conv_case stem2 = {"2 threads: stem k777 s(1,2,2) p3 (2,1,3,40,40)", 1, 16, {7, 7, 7}, {1, 2, 2}, {3, 3, 3}, 1, 0, {2, 1, 3, 40, 40}};
+    run_case(&stem2, &rng);
     nn_set_threads(0);
     test_blas_threads(&rng);
     // invalid shapes are reported, not asserted

@@ -3,7 +3,10 @@
 //     3x3x3 pad 1, stride 2, (1,3,3), (3,1,1), 1x1x1 (plain and strided), groups 2 and
 //     depthwise, the 7x7x7 stem, non-cubic inputs, N = 1 and 2, with and without bias;
 //     forward overwrites a garbage-filled output; backward ACCUMULATES into pre-filled din, dw,
-//     db (checked as prefill + reference), and din = NULL leaves only dw, db changed.
+//     db (checked as prefill + reference), and din = NULL leaves only dw, db changed;
+//     backward-data alone changes din only; the engine "dnnl" through conv3d_backward (passes
+//     without a direct oneDNN kernel on the sgemm path: the stem's dW) gives the same sums; a
+//     32->48 layer whose blocked layouts go through conv3d_dnnl's own reorders, 1 and 2 threads.
 //  2. The engine switch: "dnnl" runs a layer on oneDNN (a primitive is cached), "gemm" never
 //     does; "auto" decides once per (shape, input, threads), logs "engine auto ... -> X" at
 //     INFO (captured from stderr), does not touch the layer's gradients while measuring, and
@@ -79,8 +82,35 @@ static void dnnl_case(const conv_case *cc, pl_rng *rng) {
         snprintf(what, sizeof what, "%s: dnnl bwd din=NULL, db += again", cc->name);
         tu_check(what, rc ? 1e9 : tu_rel_diff(db, db_ref, nb, 1e-6), 1e-5);
     }
+    // backward-data alone: din += reference, dw and db untouched
+    float *dxs = tu_alloc(nx), *dws = tu_alloc(nw), *dbs = tu_alloc(nb);
+    l.dw = dws, l.db = cc->bias ? dbs : NULL;
+    conv3d_backward_naive(dxs, r, x, &l, cc->in);  // the single reference, into zeros
+    memcpy(dx, dx0, (size_t)nx * 4), memcpy(dw, dw0, (size_t)nw * 4), memcpy(db, db0, (size_t)nb * 4);
+    l.dw = dw, l.db = cc->bias ? db : NULL;
+    rc = conv3d_dnnl_backward_data(dx, r, &l, cc->in);
+    for (int64_t i = 0; i < nx; i++) dx_ref[i] = dx0[i] + dxs[i];
+    snprintf(what, sizeof what, "%s: dnnl bwd-data din += , dw db untouched", cc->name);
+    tu_check(what, rc ? 1e9 : tu_rel_diff(dx, dx_ref, nx, 1e-6) + (memcmp(dw, dw0, (size_t)nw * 4) != 0) +
+                                  (memcmp(db, db0, (size_t)nb * 4) != 0), 1e-5);
+    // the dnnl engine through conv3d_backward, which runs the passes oneDNN has no direct kernel
+    // for (mask below) on the sgemm path: din, dw, db += reference, then din = NULL
+    const int jit = conv3d_dnnl_direct(&l, cc->in);
+    size_t wsf = conv3d_workspace_floats(&l.sh, cc->in, (size_t)1 << 22);
+    float *ws = tu_alloc((int64_t)wsf + 1);
+    conv3d_set_engine(CONV3D_ENGINE_DNNL);
+    memcpy(dx, dx0, (size_t)nx * 4), memcpy(dw, dw0, (size_t)nw * 4), memcpy(db, db0, (size_t)nb * 4);
+    conv3d_backward(dx, r, x, &l, cc->in, ws, wsf);
+    conv3d_backward(NULL, r, x, &l, cc->in, ws, wsf);
+    conv3d_set_engine(CONV3D_ENGINE_GEMM);
+    for (int64_t i = 0; i < nw; i++) dw_ref[i] = dw0[i] + 2 * dws[i];
+    for (int64_t i = 0; i < nb; i++) db_ref[i] = db0[i] + 2 * dbs[i];
+    snprintf(what, sizeof what, "%s: engine dnnl (direct passes 0x%x) bwd din, then din=NULL", cc->name, jit < 0 ? 0 : jit);
+    double d = tu_rel_diff(dx, dx_ref, nx, 1e-6) + tu_rel_diff(dw, dw_ref, nw, 1e-6);
+    if (cc->bias) d += tu_rel_diff(db, db_ref, nb, 1e-6);
+    tu_check(what, jit < 0 ? 1e9 : d, 1e-5);
     free(x), free(w), free(b), free(r), free(y_ref), free(y), free(dx_ref), free(dw_ref), free(db_ref);
-    free(dx), free(dw), free(db), free(dx0), free(dw0), free(db0);
+    free(dx), free(dw), free(db), free(dx0), free(dw0), free(db0), free(dxs), free(dws), free(dbs), free(ws);
 }
 
 // Runs fn with stderr going to a temporary file; returns what was written (caller frees).
@@ -323,6 +353,20 @@ int main(void) {
         {"k333 p1 8->16 N2 (channels-last retry)", 8, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 8, 4, 10, 12}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) dnnl_case(&cases[i], &rng);
+    // several channel blocks on each axis: activations and weights in oneDNN's blocked layouts
+    // (16 with AVX-512, 8 with AVX2) go through conv3d_dnnl's own reorders, at 1 and 2 threads
+    {
+        const conv_case blk = {"k333 p1 32->48 N2 (2,32,3,6,5), own reorders", 32, 48, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 32, 3, 6, 5}};
+        long own0 = conv3d_dnnl_own_reorders();
+        dnnl_case(&blk, &rng);
+        nn_set_threads(2);
+        dnnl_case(&blk, &rng);
+        nn_set_threads(1);
+        printf("own reorders in the 32->48 cases: %ld\n", conv3d_dnnl_own_reorders() - own0);
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2"))
+            tu_check("32->48: blocked layouts reordered by conv3d_dnnl's own loops", conv3d_dnnl_own_reorders() > own0 ? 0 : 1, 0);
+    }
     // IC 8, 3x3x3: oneDNN 2.6's `any` choice for backward-weights is its gemm implementation
     // (12x slower at (4,8,9,64,64)); with AVX2 or better a JIT kernel exists for ndhwc and the
     // layer must use it for all three passes
