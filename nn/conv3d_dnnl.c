@@ -80,7 +80,7 @@ static const int g_arena_of[R_COUNT] = {
 // threads (1.3x).
 typedef enum {
     DN_OWN_NONE,
-    DN_OWN_ACT,  // (N, C, S)  <-> (N, C/bs, S, bs c)              aBcde16b, aBcde8b
+    DN_OWN_ACT,  // (N, C, S)  <-> (N, C/bs, S, bs c)              aBcde16b, aBcde8b, acdeb (bs = C)
     DN_OWN_WIO,  // (O, I, K)  <-> (O/bs, I/bs, K, bs i, bs o)     ABcde16b16a, ABcde8b8a
     DN_OWN_WOI,  // (O, I, K)  <-> (O/bs, I/bs, K, bs o, bs i)     ABcde16a16b, ABcde8a8b
 } dn_own_kind;
@@ -261,6 +261,12 @@ static dn_own_kind dn_own_match(dn_tensor *t, const dnnl_memory_desc_t *umd, con
         !dnnl_memory_desc_equal(&plain, umd))
         return DN_OWN_NONE;
     const dnnl_dim_t *d = umd->dims;
+    // channels-last activations (N, S, C): one block of all C channels
+    if (dnnl_memory_desc_init_by_tag(&want, 5, d, dnnl_f32, dnnl_acdeb) == dnnl_success &&
+        dnnl_memory_desc_equal(&want, pmd)) {
+        t->a = d[0], t->b = d[1], t->k = d[2] * d[3] * d[4], t->bs = d[1];
+        return DN_OWN_ACT;
+    }
     for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++) {
         if (d[1] % cand[i].bs || (cand[i].kind != DN_OWN_ACT && d[0] % cand[i].bs)) continue;
         if (dnnl_memory_desc_init_by_tag(&want, 5, d, dnnl_f32, cand[i].tag) != dnnl_success ||
