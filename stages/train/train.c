@@ -42,6 +42,9 @@ int stage_conv_engine_agree(MPI_Comm comm) {
     MPI_Bcast(rec, (int)((size_t)n * sizeof(*rec)), MPI_BYTE, 0, comm);
     int rc = rank == 0 ? 0 : conv3d_engine_table_import(rec, n);
     free(rec);
+    // a rank that could not adopt the table fails the step on every rank (no rank is left
+    // waiting in the next collective)
+    MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MIN, comm);
     LOG0("conv: ranks adopt rank 0's engine choices (%d layer shapes)", n);
     seen = conv3d_engine_table_export(NULL, 0);
     return rc;
