@@ -13,4 +13,4 @@ target_link_libraries(fuzz_seed_ckpt PRIVATE mp3d_io)
 # a crashed harness's scratch folder is removed by the next harness (tests/fuzz/fuzz_common.h)
 add_test(NAME fuzz_scratch_sweep COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/sweep_test.sh
          $<TARGET_FILE:fuzz_replay_h5> ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/h5)
-set_tests_properties(fuzz_scratch_sweep PROPERTIES TIMEOUT 120 LABELS fuzz)
+set_tests_properties(fuzz_scratch_sweep PROPERTIES TIMEOUT 120 LABELS fuzz ENVIRONMENT "${MP3D_TEST_ENV}")

@@ -15,8 +15,12 @@ live=$base/mp3d-fuzz-$$
 mkdir -p "$dead" "$live"
 echo x > "$dead/input.h5"
 echo x > "$live/input.h5"
-"$replay" "$corpus" > /dev/null 2>&1
 rc=0
+if ! "$replay" "$corpus" > "$live/replay.log" 2>&1; then
+    tail -5 "$live/replay.log"
+    echo "FAIL: $replay $corpus exited non-zero"
+    rc=1
+fi
 [ ! -e "$dead" ] || { echo "FAIL: $dead (a PID that cannot exist) was left behind"; rc=1; }
 [ -e "$live/input.h5" ] || { echo "FAIL: $live (a live PID) was removed"; rc=1; }
 rm -rf "$live" "$dead"
