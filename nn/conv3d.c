@@ -208,10 +208,6 @@ static void conv_sgemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_
 // zeros. The GEMMs then run on the live rows [t0*KH*KW, t1*KH*KW) only. ResNet3D-18's stem
 // (7x7x7, depth padding 3) on VDT's 3-slice volumes reads 3 of 7 taps per plane: the GEMMs do
 // 3/7 of the full work. (With more input channels a channel's live rows are not contiguous.)
-typedef struct {
-    int64_t t0, t1;  // live depth taps [t0, t1) of this chunk; t0 == t1: none
-} conv3d_taps;
-
 static int conv3d_splits_depth(const conv3d_shape *s) {
     return s->ic / s->groups == 1 && s->k[0] > 1 && s->p[0] > 0;
 }
@@ -222,28 +218,31 @@ static int64_t conv3d_chunk_end(const conv3d_shape *s, nn_dims o, int64_t r0, in
     return conv3d_splits_depth(s) ? PL_MIN(r1, (r0 / o.h + 1) * o.h) : r1;
 }
 
-static conv3d_taps conv3d_live_taps(const conv3d_shape *s, nn_dims in, nn_dims o, int64_t r0, int64_t r1) {
-    conv3d_taps t = {0, s->k[0]};
-    if (!conv3d_splits_depth(s)) return t;
-    const int64_t od_a = r0 / o.h, od_b = (r1 - 1) / o.h;
-    t.t0 = PL_MAX((int64_t)0, s->p[0] - od_b * s->s[0]);
-    t.t1 = PL_MIN(s->k[0], s->p[0] - od_a * s->s[0] + in.d);
-    if (t.t1 < t.t0) t.t1 = t.t0;
-    return t;
+// The col rows [*k0, *k0 + *kl) the GEMMs of output rows [r0, r1) need: all Kg rows, or when
+// splitting those of the live depth taps [t0, t1) (kl 0: every tap reads padding).
+static void conv3d_live_rows(const conv3d_shape *s, nn_dims in, nn_dims o, int64_t r0, int64_t r1, int64_t *k0,
+                             int64_t *kl) {
+    const int64_t khw = s->k[1] * s->k[2];
+    int64_t t0 = 0, t1 = s->k[0];
+    if (conv3d_splits_depth(s)) {
+        t0 = PL_MAX((int64_t)0, s->p[0] - (r1 - 1) / o.h * s->s[0]);
+        t1 = PL_MAX(t0, PL_MIN(s->k[0], s->p[0] - r0 / o.h * s->s[0] + in.d));
+    }
+    const int64_t icg = s->ic / s->groups;
+    *k0 = t0 * khw * icg;
+    *kl = (t1 - t0) * khw * icg;
 }
 
+// mode 0: gathers col rows [k0, k0 + kl) (the others are left as they are); mode 1: scatter-adds
+// every row of col into x (rows past the live ones map to padding and are skipped).
 static void vol2col_chunk(float *col, float *x, const conv3d_shape *s, nn_dims in, nn_dims o,
-                          int64_t r0, int64_t r1, int mode) {
-    v2c_ctx v = {col, x, s, in, o, r0, r1, 0};
+                          int64_t r0, int64_t r1, int mode, int64_t k0, int64_t kl) {
+    v2c_ctx v = {col, x, s, in, o, r0, r1, k0};
     const int64_t icg = s->ic / s->groups, kdhw = s->k[0] * s->k[1] * s->k[2];
     const int64_t work_per_row = (r1 - r0) * o.w;  // floats per col row
-    if (mode == 0) {  // >= ~64k floats per thread; only the live taps' rows when splitting
-        conv3d_taps t = conv3d_live_taps(s, in, o, r0, r1);
-        const int64_t khw = s->k[1] * s->k[2], lo = conv3d_splits_depth(s) ? t.t0 * khw : 0;
-        const int64_t hi = conv3d_splits_depth(s) ? t.t1 * khw : icg * kdhw;
-        v.row0 = lo;
-        nn_parallel_for(hi - lo, PL_MAX((int64_t)1, 65536 / PL_MAX(work_per_row, (int64_t)1)), vol2col_rows, &v);
-    } else
+    if (mode == 0)  // >= ~64k floats per thread
+        nn_parallel_for(kl, PL_MAX((int64_t)1, 65536 / PL_MAX(work_per_row, (int64_t)1)), vol2col_rows, &v);
+    else
         nn_parallel_for(icg, PL_MAX((int64_t)1, 65536 / PL_MAX(work_per_row * kdhw, (int64_t)1)), col2vol_channels, &v);
 }
 
@@ -325,13 +324,13 @@ static void forward_gemm(float *out, const float *in, const conv3d *l, nn_dims i
             for (int64_t r0 = 0, r1; r0 < o.d * o.h; r0 = r1) {
                 r1 = conv3d_chunk_end(s, o, r0, rows);
                 const int64_t nc = (r1 - r0) * o.w;
-                const conv3d_taps t = conv3d_live_taps(s, in_dims, o, r0, r1);
-                const int64_t k0 = t.t0 * s->k[1] * s->k[2] * icg, kl = (t.t1 - t.t0) * s->k[1] * s->k[2] * icg;
+                int64_t k0, kl;
+                conv3d_live_rows(s, in_dims, o, r0, r1, &k0, &kl);
                 if (kl == 0) {  // every tap in the padding
                     for (int64_t c = 0; c < ocg; c++) memset(y + c * p + r0 * o.w, 0, (size_t)nc * sizeof(float));
                     continue;
                 }
-                vol2col_chunk(ws, (float *)x, s, in_dims, o, r0, r1, 0);
+                vol2col_chunk(ws, (float *)x, s, in_dims, o, r0, r1, 0, k0, kl);
                 conv_sgemm(CblasNoTrans, CblasNoTrans, ocg, nc, kl, w + k0, kg, ws + k0 * nc, nc, 0.0f, y + r0 * o.w, p);
             }
         }
@@ -381,15 +380,15 @@ static void backward_gemm(float *din, const float *dout, const float *in, const 
             for (int64_t r0 = 0, r1; r0 < o.d * o.h; r0 = r1) {
                 r1 = conv3d_chunk_end(s, o, r0, rows);
                 const int64_t nc = (r1 - r0) * o.w;
-                const conv3d_taps t = conv3d_live_taps(s, in_dims, o, r0, r1);
-                const int64_t k0 = t.t0 * s->k[1] * s->k[2] * icg, kl = (t.t1 - t.t0) * s->k[1] * s->k[2] * icg;
+                int64_t k0, kl;
+                conv3d_live_rows(s, in_dims, o, r0, r1, &k0, &kl);
                 if (kl == 0) continue;  // every tap in the padding: no gradient flows
-                vol2col_chunk(ws, (float *)x, s, in_dims, o, r0, r1, 0);
+                vol2col_chunk(ws, (float *)x, s, in_dims, o, r0, r1, 0, k0, kl);
                 conv_sgemm(CblasNoTrans, CblasTrans, ocg, kl, nc, dy + r0 * o.w, p, ws + k0 * nc, nc, 1.0f, dw + k0, kg);
                 if (!dx) continue;
                 // dead rows of ws keep stale values: col2vol skips their (padding) positions
                 conv_sgemm(CblasTrans, CblasNoTrans, kl, nc, ocg, w + k0, kg, dy + r0 * o.w, p, 0.0f, ws + k0 * nc, nc);
-                vol2col_chunk(ws, dx, s, in_dims, o, r0, r1, 1);
+                vol2col_chunk(ws, dx, s, in_dims, o, r0, r1, 1, 0, 0);
             }
         }
     }

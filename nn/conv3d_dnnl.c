@@ -71,8 +71,6 @@ static const int g_arena_of[R_COUNT] = {
     [R_F_SRC] = A_IN, [R_F_WEI] = A_WEI, [R_F_DST] = A_OUT, [R_W_SRC] = A_IN, [R_W_DDST] = A_OUT,
     [R_W_DWEI] = A_DWEI, [R_W_DB] = A_DB, [R_D_DDST] = A_OUT, [R_D_WEI] = A_WEI, [R_D_DSRC] = A_IN};
 
-// One tensor argument of one primitive: the user's plain buffer and, when oneDNN wants another
-// layout or the result must be added, an internal buffer (arena role) and the reorder between.
 // Layouts this file reorders with its own loops (dn_own_*), split over the nn pool: plain
 // (A, B, K) against B blocked by bs = 16 (AVX-512) or 8 (AVX2) and, for weights, A too. oneDNN 2.6's generic `jit:uni`
 // reorder handles the weight layouts slowly (ResNet3D-18's 512x512x3x3x3 to ABcde16b16a: 6.2 ms
@@ -85,14 +83,16 @@ typedef enum {
     DN_OWN_WOI,  // (O, I, K)  <-> (O/bs, I/bs, K, bs o, bs i)     ABcde16a16b, ABcde8a8b
 } dn_own_kind;
 
+// One tensor argument of one primitive: the user's plain buffer and, when oneDNN wants another
+// layout or the result must be added, an internal buffer (arena role) and the reorder between.
 typedef struct {
     dnnl_memory_t user, inner;  // inner == NULL: the primitive works on the user buffer
     dnnl_primitive_t reorder;   // user -> inner (inputs) or inner -> user (outputs, maybe summing)
     int role;
     size_t bytes;               // of inner
     int sum;                    // output added into the user buffer
-    dn_own_kind own;            // DN_OWN_NONE: oneDNN's reorder; else ours, on (a, b, k)
-    int64_t a, b, k, bs;
+    dn_own_kind own;            // DN_OWN_NONE: oneDNN's reorder; else ours, on plain (a, b, k)
+    int64_t a, b, k, bs;        // with b (and for weights a) in blocks of bs
 } dn_tensor;
 
 enum { DN_IMPL_LEN = 40 };
@@ -152,10 +152,9 @@ static void dn_layer_free(dn_layer *L) {
 static _Atomic long g_own_runs;  // reorders done by dn_own_run (tests)
 
 typedef struct {
+    const dn_tensor *t;
     float *plain, *blk;
-    int64_t a, b, k, bs, ablk;  // ablk: bs when A is blocked too, else 1
-    dn_own_kind kind;
-    int to_blocked, sum;
+    int to_blocked;
 } dn_own_ctx;
 
 // dst[c * ds + r] (+)= src[r * ss + c] for r < rows, c < cols: a transpose with row strides.
@@ -214,24 +213,26 @@ static void dn_transpose(const float *src, int64_t ss, float *dst, int64_t ds, i
 //   WOI: per ai, rows bi (stride K),    blocked [k][ai][bi]  (row stride bs*bs, offset ai*bs)
 static void dn_own_tiles(void *vc, int64_t lo, int64_t hi) {
     const dn_own_ctx *c = vc;
-    const int64_t bs = c->bs, nb = c->b / bs, A = c->ablk, K = c->k;
+    const dn_tensor *T = c->t;
+    const int act = T->own == DN_OWN_ACT;
+    const int64_t bs = T->bs, B = T->b, nb = B / bs, A = act ? 1 : bs, K = T->k;
     for (int64_t t = lo; t < hi; t++) {
         const int64_t ab = t / nb, bb = t % nb;
         float *blk = c->blk + t * K * bs * A;
-        float *plain = c->plain + (ab * A * c->b + bb * bs) * K;  // (ai = 0, bi = 0, k = 0)
-        for (int64_t j = 0; j < (c->kind == DN_OWN_ACT ? 1 : bs); j++) {
+        float *plain = c->plain + (ab * A * B + bb * bs) * K;  // (ai = 0, bi = 0, k = 0)
+        for (int64_t j = 0; j < A; j++) {
             float *p, *q;
             int64_t ps, qs;
-            if (c->kind == DN_OWN_ACT)
+            if (act)
                 p = plain, ps = K, q = blk, qs = bs;
-            else if (c->kind == DN_OWN_WIO)
-                p = plain + j * K, ps = c->b * K, q = blk + j * bs, qs = bs * bs;
+            else if (T->own == DN_OWN_WIO)
+                p = plain + j * K, ps = B * K, q = blk + j * bs, qs = bs * bs;
             else
-                p = plain + j * c->b * K, ps = K, q = blk + j * bs, qs = bs * bs;
+                p = plain + j * B * K, ps = K, q = blk + j * bs, qs = bs * bs;
             if (c->to_blocked)
                 dn_transpose(p, ps, q, qs, bs, K, 0);
             else
-                dn_transpose(q, qs, p, ps, K, bs, c->sum);
+                dn_transpose(q, qs, p, ps, K, bs, T->sum);
         }
     }
 }
@@ -241,8 +242,9 @@ static void dn_own_run(const dn_tensor *t, float *plain, float *blk, int to_bloc
         __builtin_cpu_init();
         g_have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
     }
-    dn_own_ctx c = {plain, blk, t->a, t->b, t->k, t->bs, t->own == DN_OWN_ACT ? 1 : t->bs, t->own, to_blocked, t->sum};
-    const int64_t tiles = (t->a / c.ablk) * (t->b / t->bs), per_tile = t->bs * c.ablk * t->k;
+    dn_own_ctx c = {t, plain, blk, to_blocked};
+    const int64_t ablk = t->own == DN_OWN_ACT ? 1 : t->bs;
+    const int64_t tiles = (t->a / ablk) * (t->b / t->bs), per_tile = t->bs * ablk * t->k;
     nn_parallel_for(tiles, PL_MAX((int64_t)1, 32768 / per_tile), dn_own_tiles, &c);  // >= ~32k floats a thread
     g_own_runs++;
 }
@@ -251,28 +253,24 @@ static void dn_own_run(const dn_tensor *t, float *plain, float *blk, int to_bloc
 static dn_own_kind dn_own_match(dn_tensor *t, const dnnl_memory_desc_t *umd, const dnnl_memory_desc_t *pmd) {
     static const struct {
         dn_own_kind kind;
-        int64_t bs;
+        int64_t bs;  // 0: all channels in one block (channels-last activations, N S C)
         dnnl_format_tag_t tag;
-    } cand[] = {{DN_OWN_ACT, 16, dnnl_aBcde16b},     {DN_OWN_WIO, 16, dnnl_ABcde16b16a}, {DN_OWN_WOI, 16, dnnl_ABcde16a16b},
-                {DN_OWN_ACT, 8, dnnl_aBcde8b},       {DN_OWN_WIO, 8, dnnl_ABcde8b8a},    {DN_OWN_WOI, 8, dnnl_ABcde8a8b}};
+    } cand[] = {{DN_OWN_ACT, 16, dnnl_aBcde16b}, {DN_OWN_WIO, 16, dnnl_ABcde16b16a}, {DN_OWN_WOI, 16, dnnl_ABcde16a16b},
+                {DN_OWN_ACT, 8, dnnl_aBcde8b},   {DN_OWN_WIO, 8, dnnl_ABcde8b8a},    {DN_OWN_WOI, 8, dnnl_ABcde8a8b},
+                {DN_OWN_ACT, 0, dnnl_acdeb}};
     if (umd->ndims != 5 || umd->data_type != dnnl_f32) return DN_OWN_NONE;
     dnnl_memory_desc_t plain, want;
     if (dnnl_memory_desc_init_by_tag(&plain, 5, umd->dims, dnnl_f32, dnnl_abcde) != dnnl_success ||
         !dnnl_memory_desc_equal(&plain, umd))
         return DN_OWN_NONE;
     const dnnl_dim_t *d = umd->dims;
-    // channels-last activations (N, S, C): one block of all C channels
-    if (dnnl_memory_desc_init_by_tag(&want, 5, d, dnnl_f32, dnnl_acdeb) == dnnl_success &&
-        dnnl_memory_desc_equal(&want, pmd)) {
-        t->a = d[0], t->b = d[1], t->k = d[2] * d[3] * d[4], t->bs = d[1];
-        return DN_OWN_ACT;
-    }
     for (size_t i = 0; i < sizeof(cand) / sizeof(cand[0]); i++) {
-        if (d[1] % cand[i].bs || (cand[i].kind != DN_OWN_ACT && d[0] % cand[i].bs)) continue;
+        const int64_t bs = cand[i].bs ? cand[i].bs : d[1];
+        if (d[1] % bs || (cand[i].kind != DN_OWN_ACT && d[0] % bs)) continue;
         if (dnnl_memory_desc_init_by_tag(&want, 5, d, dnnl_f32, cand[i].tag) != dnnl_success ||
             !dnnl_memory_desc_equal(&want, pmd))
             continue;
-        t->a = d[0], t->b = d[1], t->k = d[2] * d[3] * d[4], t->bs = cand[i].bs;
+        t->a = d[0], t->b = d[1], t->k = d[2] * d[3] * d[4], t->bs = bs;
         return cand[i].kind;
     }
     return DN_OWN_NONE;

@@ -35,8 +35,9 @@ int conv3d_dnnl_impl(char *buf, size_t n, const conv3d *l, nn_dims in_dims);
 // (invalid arguments; C is then untouched).
 int nn_dnnl_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
-// Reorders between the plain layouts and oneDNN's 16-blocked ones done by this file's own loops
-// (activations aBcde16b, weights ABcde16b16a / ABcde16a16b) since the start (for tests).
+// Reorders between the plain layouts and oneDNN's channel-blocked ones done by conv3d_dnnl's own
+// transposes since the start (activations aBcde16b / aBcde8b / acdeb, weights ABcde16b16a /
+// ABcde16a16b and their 8-blocked forms), for tests.
 long conv3d_dnnl_own_reorders(void);
 // Primitives cached so far (for tests), and release of the cache and its buffers.
 int conv3d_dnnl_cached(void);

@@ -162,7 +162,7 @@ static int64_t decode_jpegs(const char *in_dir, int rank, int size, double *t_de
 
 // Deletes the regular files directly in dir (rank 0 of comm), then syncs the file system so the
 // deletion's own work is not done during the timed run; everyone waits.
-static void clear_dir(const char *dir, int rank, MPI_Comm comm) {
+static void clear_dir(const char *dir, MPI_Comm comm) {
     int crank = 0;
     MPI_Comm_rank(comm, &crank);
     DIR *d = crank == 0 ? opendir(dir) : NULL;
@@ -177,7 +177,6 @@ static void clear_dir(const char *dir, int rank, MPI_Comm comm) {
         closedir(d);
         sync();
     }
-    (void)rank;
     MPI_Barrier(comm);
 }
 
@@ -249,7 +248,7 @@ int main(int argc, char **argv) {
                 MPI_Allreduce(&mine, &ndec, 1, MPI_INT64_T, MPI_SUM, comm);
                 MPI_Barrier(comm);
                 dec = pl_time() - t0;
-                if (!overwrite) clear_dir(np == 1 ? o1 : o2, rank, comm);
+                if (!overwrite) clear_dir(np == 1 ? o1 : o2, comm);
                 double t1 = pl_time();
                 run(stage_preprocess_run, comm, dl, np == 1 ? o1 : o2, NULL);
                 MPI_Barrier(comm);
@@ -284,7 +283,7 @@ int main(int argc, char **argv) {
                 MPI_Allreduce(&mine, &ndec, 1, MPI_INT64_T, MPI_SUM, comm);
                 MPI_Barrier(comm);
                 dec = pl_time() - t0;
-                if (!overwrite) clear_dir(np == 1 ? o1 : o2, rank, comm);
+                if (!overwrite) clear_dir(np == 1 ? o1 : o2, comm);
                 double t1 = pl_time();
                 run(stage_vdt_run, comm, in, np == 1 ? o1 : o2, "vdt.crop=224");
                 MPI_Barrier(comm);
