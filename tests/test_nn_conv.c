@@ -2,7 +2,8 @@
 // naive double-accumulating reference for forward and backward (1e-5 relative), with odd
 // shapes, per-axis strides and paddings, groups, bias, the pointwise and GTM cases and a
 // workspace small enough to force many chunks; central finite differences for dx, dw, db;
-// a hand-computed 1-D case.
+// a hand-computed 1-D case; backward-weights by kernel taps (conv3d_backward_weights_taps) against
+// the naive reference, at 1 and 2 threads, and the shapes the dnnl engine gives it.
 #include <cblas.h>
 
 #include "nn/conv3d.h"
@@ -177,6 +178,81 @@ static void test_blas_threads(pl_rng *rng) {
     openblas_set_num_threads(before);
 }
 
+// Backward-weights by kernel taps (conv3d_backward_weights_taps) against the naive reference:
+// dw and db ACCUMULATE (pre-filled with the reference, they must hold twice it); a scratch one
+// float short and groups > 1 are PL_EINVAL with dw untouched.
+static void taps_case(const conv_case *cc, pl_rng *rng) {
+    conv3d l = {0};
+    l.sh = conv3d_shape_make(cc->ic, cc->oc, cc->k, cc->s, cc->p, 1, cc->bias);
+    nn_dims o;
+    PL_ASSERT(conv3d_out_dims(&o, &l.sh, cc->in) == 0);
+    int64_t nx = nn_dims_count(cc->in), ny = nn_dims_count(o), nw = conv3d_weight_count(&l.sh);
+    float *x = tu_alloc(nx), *w = tu_alloc(nw), *dy = tu_alloc(ny);
+    float *dw_ref = tu_alloc(nw), *db_ref = tu_alloc(cc->oc), *dw = tu_alloc(nw), *db = tu_alloc(cc->oc);
+    tu_fill(x, nx, rng, -1, 1), tu_fill(w, nw, rng, -1, 1), tu_fill(dy, ny, rng, -1, 1);
+    l.w = w, l.dw = dw_ref, l.db = cc->bias ? db_ref : NULL;
+    conv3d_backward_naive(NULL, dy, x, &l, cc->in);
+    memcpy(dw, dw_ref, (size_t)nw * 4), memcpy(db, db_ref, (size_t)cc->oc * 4);
+    l.dw = dw, l.db = cc->bias ? db : NULL;
+    size_t need = conv3d_taps_scratch_floats(&l.sh, cc->in);
+    float *scratch = tu_alloc((int64_t)need);
+    int rc = conv3d_backward_weights_taps(dy, x, &l, cc->in, scratch, need);
+    for (int64_t i = 0; i < nw; i++) dw_ref[i] *= 2;
+    for (int64_t i = 0; i < cc->oc; i++) db_ref[i] *= 2;
+    char what[200];
+    snprintf(what, sizeof what, "%s: dW by taps (threads %d) accumulates the naive dw%s", cc->name, nn_get_threads(),
+             cc->bias ? ", db" : "");
+    double d = tu_rel_diff(dw, dw_ref, nw, 1e-6) + (cc->bias ? tu_rel_diff(db, db_ref, cc->oc, 1e-6) : 0);
+    tu_check(what, rc ? 1e9 : d, 1e-5);
+    pl_quiet_begin();
+    memcpy(dw_ref, dw, (size_t)nw * 4);
+    rc = conv3d_backward_weights_taps(dy, x, &l, cc->in, scratch, need - 1);
+    snprintf(what, sizeof what, "%s: taps scratch one float short is PL_EINVAL, dw untouched", cc->name);
+    tu_check(what, (rc == PL_EINVAL ? 0 : 1) + (memcmp(dw, dw_ref, (size_t)nw * 4) != 0), 0);
+    pl_quiet_end();
+    free(x), free(w), free(dy), free(dw_ref), free(db_ref), free(dw), free(db), free(scratch);
+}
+
+static void test_taps(pl_rng *rng) {
+    const conv_case cases[] = {
+        {"taps k333 s1 p1 bias", 3, 4, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 3, 5, 6, 7}},
+        {"taps k333 s(1,2,2) p1 (a 512-stage downsample)", 5, 7, {3, 3, 3}, {1, 2, 2}, {1, 1, 1}, 1, 0, {2, 5, 3, 7, 7}},
+        {"taps k231 s(2,1,3) p(1,0,1) bias", 4, 6, {2, 3, 1}, {2, 1, 3}, {1, 0, 1}, 1, 1, {1, 4, 5, 7, 8}},
+        // D = 2, k3 s2 p1: one output plane, and the tap kd = 0 reads only padding (K = 0)
+        {"taps k333 s2 p1 D=2: tap kd=0 all padding", 3, 2, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, 1, 1, {2, 3, 2, 5, 4}},
+        {"taps k133 p011 on 4x4", 6, 5, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}, 1, 0, {3, 6, 3, 4, 4}},
+        {"taps k777 s(1,2,2) p3 stem", 1, 4, {7, 7, 7}, {1, 2, 2}, {3, 3, 3}, 1, 0, {1, 1, 3, 11, 10}},
+    };
+    nn_set_threads(1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) taps_case(&cases[i], rng);
+    // enough channels that the gathers and the transpose split over 2 threads
+    nn_set_threads(2);
+    const conv_case wide = {"taps 2 threads k333 p1 64->96 (2,64,3,4,4)", 64, 96, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 64, 3, 4, 4}};
+    taps_case(&wide, rng);
+    nn_set_threads(0);
+    // groups are not handled: PL_EINVAL, nothing written
+    conv3d g = {0};
+    g.sh = conv3d_shape_make(4, 4, (int64_t[3]){3, 3, 3}, (int64_t[3]){1, 1, 1}, (int64_t[3]){1, 1, 1}, 2, 0);
+    float gw[4 * 2 * 27] = {0}, gdw[4 * 2 * 27] = {0}, gx[4 * 27] = {0}, gdy[4 * 27] = {0}, gs[8192];
+    g.w = gw, g.dw = gdw;
+    pl_quiet_begin();
+    int rc = conv3d_backward_weights_taps(gdy, gx, &g, nn_dims_make(1, 4, 3, 3, 3), gs, 8192);
+    pl_quiet_end();
+    tu_check("taps with groups 2 is PL_EINVAL", rc == PL_EINVAL ? 0 : 1, 0);
+    // the rule the dnnl engine uses: ResNet3D-18's 512-channel stage at 3x4x4 and its stride-2
+    // entry take the taps; 512 channels at 3x14x14, 256x256 weights and grouped layers do not
+    const int64_t k3[3] = {3, 3, 3}, s1[3] = {1, 1, 1}, s2[3] = {1, 2, 2}, p1[3] = {1, 1, 1};
+    conv3d_shape c512 = conv3d_shape_make(512, 512, k3, s1, p1, 1, 0);
+    conv3d_shape c256_512 = conv3d_shape_make(256, 512, k3, s2, p1, 1, 0);
+    conv3d_shape c256 = conv3d_shape_make(256, 256, k3, s1, p1, 1, 0);
+    conv3d_shape g512 = conv3d_shape_make(512, 512, k3, s1, p1, 2, 0);
+    tu_check("taps preferred: 512->512 on (8,512,3,4,4)", conv3d_taps_preferred(&c512, nn_dims_make(8, 512, 3, 4, 4)) ? 0 : 1, 0);
+    tu_check("taps preferred: 256->512 s(1,2,2) on (8,256,3,7,7)", conv3d_taps_preferred(&c256_512, nn_dims_make(8, 256, 3, 7, 7)) ? 0 : 1, 0);
+    tu_check("taps not preferred: 512->512 on (8,512,3,14,14)", conv3d_taps_preferred(&c512, nn_dims_make(8, 512, 3, 14, 14)) ? 1 : 0, 0);
+    tu_check("taps not preferred: 256->256 on (8,256,3,4,4)", conv3d_taps_preferred(&c256, nn_dims_make(8, 256, 3, 4, 4)) ? 1 : 0, 0);
+    tu_check("taps not preferred: groups 2", conv3d_taps_preferred(&g512, nn_dims_make(8, 512, 3, 4, 4)) ? 1 : 0, 0);
+}
+
 int main(void) {
     pl_rng rng;
     pl_rng_seed(&rng, 9);
@@ -206,6 +282,7 @@ int main(void) {
     run_case(&stem2, &rng);
     nn_set_threads(0);
     test_blas_threads(&rng);
+    test_taps(&rng);
     // invalid shapes are reported, not asserted
     pl_quiet_begin();
     conv3d_shape bad = conv3d_shape_make(6, 4, (int64_t[3]){1, 1, 1}, (int64_t[3]){1, 1, 1},

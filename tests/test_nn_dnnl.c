@@ -5,7 +5,8 @@
 //     forward overwrites a garbage-filled output; backward ACCUMULATES into pre-filled din, dw,
 //     db (checked as prefill + reference), and din = NULL leaves only dw, db changed;
 //     backward-data alone changes din only; the engine "dnnl" through conv3d_backward (passes
-//     without a direct oneDNN kernel on the sgemm path: the stem's dW) gives the same sums; a
+//     without a direct oneDNN kernel on the sgemm path: the stem's dW; dW by kernel taps for
+//     256->448 on (2,256,2,3,3)) gives the same sums; a
 //     32->48 layer whose blocked layouts go through conv3d_dnnl's own reorders, 1 and 2 threads.
 //  2. The engine switch: "dnnl" runs a layer on oneDNN (a primitive is cached), "gemm" never
 //     does; "auto" decides once per (shape, input, threads), logs "engine auto ... -> X" at
@@ -351,6 +352,8 @@ int main(void) {
         {"stem k777 s(1,2,2) p3 ic1", 1, 4, {7, 7, 7}, {1, 2, 2}, {3, 3, 3}, 1, 0, {1, 1, 3, 11, 10}},
         {"k333 p1 16->16 (1,16,4,10,12) blocked", 16, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {1, 16, 4, 10, 12}},
         {"k333 p1 8->16 N2 (channels-last retry)", 8, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 8, 4, 10, 12}},
+        // >= 3 M weights, <= 256 outputs per sample: the engine takes dW by kernel taps
+        {"k333 p1 256->448 N2 (2,256,2,3,3), dW by taps", 256, 448, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 256, 2, 3, 3}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) dnnl_case(&cases[i], &rng);
     // several channel blocks on each axis: activations and weights in oneDNN's blocked layouts
@@ -372,7 +375,7 @@ int main(void) {
     // layer must use it for all three passes
     {
         conv3d l8 = {0};
-        const conv_case *c8 = &cases[sizeof cases / sizeof cases[0] - 1];
+        const conv_case *c8 = &cases[sizeof cases / sizeof cases[0] - 2];
         l8.sh = conv3d_shape_make(c8->ic, c8->oc, c8->k, c8->s, c8->p, c8->groups, c8->bias);
         char impl[160] = "";
         int rc = conv3d_dnnl_impl(impl, sizeof impl, &l8, c8->in);
