@@ -763,8 +763,26 @@ done:
 // (C*D)-channel input in and of its gradient out cost more than the convolution. Measured with
 // P3D-63 at 512x512x9, forward+backward, 1 thread (the `auto` engine's timing, Xeon): the four
 // GTM layers took 57 / 35 / 15 / 9 ms on gemm and 471 / 160 / 70 / 27 ms on oneDNN.
+//
+// And strided 1x1x1 convolutions (the downsampling shortcuts and P3D-63's strided bottleneck
+// entries): oneDNN 2.6 runs them on its generic direct kernel (not jit_1x1), at 20-70 GFLOP/s;
+// the gemm path is one subsampling gather and a GEMM at sgemm's rate. Measured per pass, 1 thread,
+// AMD EPYC Zen 4 (gemm fwd / dW / dX against oneDNN's): 256->512 s(1,2,2) on (1,256,9,128,128)
+// 118 / 127 / 123 ms against 175 / 484 / 211; 1024->2048 on (1,1024,9,32,32) 96 / 101 / 89
+// against 160 / 154 / 211; ResNet3D-18's 256->512 on (8,256,3,7,7) 3.5 ms against 5.2 in all.
+// At 2 threads: 66 / 64 / 66 against 91 / 254 / 112 ms for the first; ResNet3D-18's smallest,
+// 64->128 on (8,64,3,28,28), 2.4 ms against oneDNN's 2.0.
+static int conv3d_is_strided_pointwise(const conv3d_shape *s) {
+    int strided = 0;
+    for (int i = 0; i < 3; i++) {
+        if (s->k[i] != 1 || s->p[i] != 0) return 0;
+        strided |= s->s[i] > 1;
+    }
+    return strided && s->groups == 1;
+}
+
 static int conv3d_gemm_by_rule(const conv3d_shape *s) {
-    return s->groups > 1 && s->oc == s->groups && conv3d_is_pointwise(s) && !s->bias;
+    return (s->groups > 1 && s->oc == s->groups && conv3d_is_pointwise(s) && !s->bias) || conv3d_is_strided_pointwise(s);
 }
 
 conv3d_engine conv3d_engine_for(const conv3d *l, const float *in, nn_dims in_dims, float *ws,

@@ -195,6 +195,27 @@ static void check_engines(pl_rng *rng) {
         tu_check("engine dnnl: no primitive set for the GTM shape (still 1)", fabs(conv3d_dnnl_cached() - 1.0), 0);
         free(gx), free(gw), free(gy), free(gy_ref);
     }
+    {  // strided 1x1x1 (downsampling shortcuts) stay on gemm under dnnl; the same 1x1x1 unstrided
+       // runs on oneDNN
+        const int64_t k1[3] = {1, 1, 1}, p0[3] = {0, 0, 0}, s122[3] = {1, 2, 2}, s111[3] = {1, 1, 1};
+        conv3d sl = {0}, ul = {0};
+        sl.sh = conv3d_shape_make(16, 32, k1, s122, p0, 1, 0);
+        ul.sh = conv3d_shape_make(16, 32, k1, s111, p0, 1, 0);
+        nn_dims sin = nn_dims_make(1, 16, 2, 6, 6), so;
+        PL_ASSERT(conv3d_out_dims(&so, &sl.sh, sin) == 0);
+        float *sx = tu_alloc(nn_dims_count(sin)), *sw = tu_alloc(conv3d_weight_count(&sl.sh));
+        float *sy = tu_alloc(nn_dims_count(so)), *sy_ref = tu_alloc(nn_dims_count(so));
+        tu_fill(sx, nn_dims_count(sin), rng, -1, 1), tu_fill(sw, conv3d_weight_count(&sl.sh), rng, -1, 1);
+        sl.w = ul.w = sw;
+        conv3d_forward_naive(sy_ref, sx, &sl, sin);
+        conv3d_forward(sy, sx, &sl, sin, ws, wsf);
+        tu_check("engine dnnl: 1x1x1 s(1,2,2) 16->32 runs on gemm",
+                 conv3d_engine_for(&sl, sx, sin, ws, wsf) == CONV3D_ENGINE_GEMM ? 0 : 1, 0);
+        tu_check("engine dnnl: 1x1x1 s(1,2,2) forward vs naive", tu_rel_diff(sy, sy_ref, nn_dims_count(so), 1e-6), 1e-5);
+        tu_check("engine dnnl: 1x1x1 s(1,1,1) 16->32 runs on oneDNN",
+                 conv3d_engine_for(&ul, sx, sin, ws, wsf) == CONV3D_ENGINE_DNNL ? 0 : 1, 0);
+        free(sx), free(sw), free(sy), free(sy_ref);
+    }
 
     // auto: decides once, logs it, leaves dw/db alone while measuring
     conv3d_engine_reset();
