@@ -114,6 +114,27 @@ static void dnnl_case(const conv_case *cc, pl_rng *rng) {
     free(dx), free(dw), free(db), free(dx0), free(dw0), free(db0), free(dxs), free(dws), free(dbs), free(ws);
 }
 
+// A layer of shape sh on input `in` (random weights, no bias) through conv3d_forward with the engine
+// set now, against the naive reference; returns the engine conv3d_engine_for gives the layer.
+static conv3d_engine rule_layer(const char *name, conv3d_shape sh, nn_dims in, float *ws, size_t wsf, pl_rng *rng) {
+    conv3d l = {0};
+    l.sh = sh;
+    nn_dims o;
+    PL_ASSERT(conv3d_out_dims(&o, &l.sh, in) == 0);
+    const int64_t nx = nn_dims_count(in), ny = nn_dims_count(o), nw = conv3d_weight_count(&l.sh);
+    float *x = tu_alloc(nx), *w = tu_alloc(nw), *y = tu_alloc(ny), *y_ref = tu_alloc(ny);
+    tu_fill(x, nx, rng, -1, 1), tu_fill(w, nw, rng, -1, 1);
+    l.w = w;
+    conv3d_forward_naive(y_ref, x, &l, in);
+    conv3d_forward(y, x, &l, in, ws, wsf);
+    char what[160];
+    snprintf(what, sizeof what, "engine dnnl: %s forward vs naive", name);
+    tu_check(what, tu_rel_diff(y, y_ref, ny, 1e-6), 1e-5);
+    const conv3d_engine e = conv3d_engine_for(&l, x, in, ws, wsf);
+    free(x), free(w), free(y), free(y_ref);
+    return e;
+}
+
 // Runs fn with stderr going to a temporary file; returns what was written (caller frees).
 static char *capture_stderr(void (*fn)(void *), void *ctx) {
     char path[] = "/tmp/test_nn_dnnl_XXXXXX";
@@ -178,43 +199,20 @@ static void check_engines(pl_rng *rng) {
     tu_check("engine dnnl: the layer runs on oneDNN", conv3d_engine_for(&l, x, in, ws, wsf) == CONV3D_ENGINE_DNNL ? 0 : 1, 0);
     tu_check("engine dnnl: a primitive set is cached (1 expected)", fabs(conv3d_dnnl_cached() - 1.0), 0);
     {  // the GTM shape (grouped 1x1x1, one output channel per group) stays on gemm under dnnl
-        conv3d gl = {0};
         const int64_t k1[3] = {1, 1, 1}, p0[3] = {0, 0, 0};
-        gl.sh = conv3d_shape_make(12, 4, k1, s, p0, 4, 0);
-        nn_dims gin = nn_dims_make(1, 12, 1, 6, 5), go;
-        PL_ASSERT(conv3d_out_dims(&go, &gl.sh, gin) == 0);
-        float *gx = tu_alloc(nn_dims_count(gin)), *gw = tu_alloc(conv3d_weight_count(&gl.sh));
-        float *gy = tu_alloc(nn_dims_count(go)), *gy_ref = tu_alloc(nn_dims_count(go));
-        tu_fill(gx, nn_dims_count(gin), rng, -1, 1), tu_fill(gw, conv3d_weight_count(&gl.sh), rng, -1, 1);
-        gl.w = gw;
-        conv3d_forward_naive(gy_ref, gx, &gl, gin);
-        conv3d_forward(gy, gx, &gl, gin, ws, wsf);
-        tu_check("engine dnnl: the GTM shape (g4, 3 -> 1 per group, 1x1x1) runs on gemm",
-                 conv3d_engine_for(&gl, gx, gin, ws, wsf) == CONV3D_ENGINE_GEMM ? 0 : 1, 0);
-        tu_check("engine dnnl: GTM shape forward vs naive", tu_rel_diff(gy, gy_ref, nn_dims_count(go), 1e-6), 1e-5);
+        conv3d_engine e = rule_layer("GTM shape", conv3d_shape_make(12, 4, k1, s, p0, 4, 0), nn_dims_make(1, 12, 1, 6, 5),
+                                     ws, wsf, rng);
+        tu_check("engine dnnl: the GTM shape (g4, 3 -> 1 per group, 1x1x1) runs on gemm", e == CONV3D_ENGINE_GEMM ? 0 : 1, 0);
         tu_check("engine dnnl: no primitive set for the GTM shape (still 1)", fabs(conv3d_dnnl_cached() - 1.0), 0);
-        free(gx), free(gw), free(gy), free(gy_ref);
     }
     {  // strided 1x1x1 (downsampling shortcuts) stay on gemm under dnnl; the same 1x1x1 unstrided
        // runs on oneDNN
         const int64_t k1[3] = {1, 1, 1}, p0[3] = {0, 0, 0}, s122[3] = {1, 2, 2}, s111[3] = {1, 1, 1};
-        conv3d sl = {0}, ul = {0};
-        sl.sh = conv3d_shape_make(16, 32, k1, s122, p0, 1, 0);
-        ul.sh = conv3d_shape_make(16, 32, k1, s111, p0, 1, 0);
-        nn_dims sin = nn_dims_make(1, 16, 2, 6, 6), so;
-        PL_ASSERT(conv3d_out_dims(&so, &sl.sh, sin) == 0);
-        float *sx = tu_alloc(nn_dims_count(sin)), *sw = tu_alloc(conv3d_weight_count(&sl.sh));
-        float *sy = tu_alloc(nn_dims_count(so)), *sy_ref = tu_alloc(nn_dims_count(so));
-        tu_fill(sx, nn_dims_count(sin), rng, -1, 1), tu_fill(sw, conv3d_weight_count(&sl.sh), rng, -1, 1);
-        sl.w = ul.w = sw;
-        conv3d_forward_naive(sy_ref, sx, &sl, sin);
-        conv3d_forward(sy, sx, &sl, sin, ws, wsf);
-        tu_check("engine dnnl: 1x1x1 s(1,2,2) 16->32 runs on gemm",
-                 conv3d_engine_for(&sl, sx, sin, ws, wsf) == CONV3D_ENGINE_GEMM ? 0 : 1, 0);
-        tu_check("engine dnnl: 1x1x1 s(1,2,2) forward vs naive", tu_rel_diff(sy, sy_ref, nn_dims_count(so), 1e-6), 1e-5);
-        tu_check("engine dnnl: 1x1x1 s(1,1,1) 16->32 runs on oneDNN",
-                 conv3d_engine_for(&ul, sx, sin, ws, wsf) == CONV3D_ENGINE_DNNL ? 0 : 1, 0);
-        free(sx), free(sw), free(sy), free(sy_ref);
+        const nn_dims in16 = nn_dims_make(1, 16, 2, 6, 6);
+        conv3d_engine e = rule_layer("1x1x1 s(1,2,2) 16->32", conv3d_shape_make(16, 32, k1, s122, p0, 1, 0), in16, ws, wsf, rng);
+        tu_check("engine dnnl: 1x1x1 s(1,2,2) 16->32 runs on gemm", e == CONV3D_ENGINE_GEMM ? 0 : 1, 0);
+        e = rule_layer("1x1x1 s(1,1,1) 16->32", conv3d_shape_make(16, 32, k1, s111, p0, 1, 0), in16, ws, wsf, rng);
+        tu_check("engine dnnl: 1x1x1 s(1,1,1) 16->32 runs on oneDNN", e == CONV3D_ENGINE_DNNL ? 0 : 1, 0);
     }
 
     // auto: decides once, logs it, leaves dw/db alone while measuring
