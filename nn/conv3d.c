@@ -246,6 +246,13 @@ static void vol2col_chunk(float *col, float *x, const conv3d_shape *s, nn_dims i
         nn_parallel_for(icg, PL_MAX((int64_t)1, 65536 / PL_MAX(work_per_row * kdhw, (int64_t)1)), col2vol_channels, &v);
 }
 
+// Sum of n floats in double, in order (the bias gradient of one channel of one sample).
+static double plane_sum(const float *x, int64_t n) {
+    double acc = 0;
+    for (int64_t i = 0; i < n; i++) acc += x[i];
+    return acc;
+}
+
 // Temporal path: out (forward, when out != NULL) or dw/db/din (backward, from dout).
 // Per sample and tap t, with od in [od0, od1) reading id = od - pd + t:
 //   Y[:, od0:od1] += W_t (OC, IC) x X[:, id0:id1]        (planes of H*W floats)
@@ -284,12 +291,7 @@ static void conv3d_temporal(float *out, float *din, const float *dout, const flo
                 for (int64_t i = 0; i < osp; i++) y[i] += b;
             }
         if (!out && l->db)
-            for (int64_t c = 0; c < oc; c++) {
-                const float *dy = dout + (n * oc + c) * osp;
-                double acc = 0;
-                for (int64_t i = 0; i < osp; i++) acc += dy[i];
-                l->db[c] += (float)acc;
-            }
+            for (int64_t c = 0; c < oc; c++) l->db[c] += (float)plane_sum(dout + (n * oc + c) * osp, osp);
     }
     if (!out)
         for (int64_t t = 0; t < kd; t++)
@@ -359,12 +361,7 @@ static void backward_gemm(float *din, const float *dout, const float *in, const 
     PL_ASSERT(pointwise || (size_t)(kg * rows * o.w) <= ws_floats);
     for (int64_t n = 0; n < in_dims.n; n++) {
         if (l->db)
-            for (int64_t c = 0; c < s->oc; c++) {
-                const float *dy = dout + (n * s->oc + c) * p;
-                double acc = 0;
-                for (int64_t i = 0; i < p; i++) acc += dy[i];
-                l->db[c] += (float)acc;
-            }
+            for (int64_t c = 0; c < s->oc; c++) l->db[c] += (float)plane_sum(dout + (n * s->oc + c) * p, p);
         for (int64_t gi = 0; gi < g; gi++) {
             const float *x = in + (n * s->ic + gi * icg) * isp;
             float *dx = din ? din + (n * s->ic + gi * icg) * isp : NULL;
@@ -520,10 +517,7 @@ static void taps_scatter(void *vc, int64_t lo, int64_t hi) {
             for (int64_t t = 0; t < T; t++) dw[t] += c[t * IC + ic];
         if (v->db) {
             double acc = 0;
-            for (int64_t n = 0; n < v->in.n; n++) {
-                const float *dy = v->dy + (n * v->s->oc + oc) * P;
-                for (int64_t i = 0; i < P; i++) acc += dy[i];
-            }
+            for (int64_t n = 0; n < v->in.n; n++) acc += plane_sum(v->dy + (n * v->s->oc + oc) * P, P);
             v->db[oc] += (float)acc;
         }
     }
@@ -536,9 +530,9 @@ int conv3d_backward_weights_taps(const float *dout, const float *in, const conv3
     int rc = conv3d_out_dims(&o, s, in_dims);
     if (rc) return rc;
     if (s->groups != 1) return pl_fail(PL_EINVAL, "conv3d taps: groups %lld (only 1)", (long long)s->groups);
-    if (scratch_floats < conv3d_taps_scratch_floats(s, in_dims))
-        return pl_fail(PL_EINVAL, "conv3d taps: scratch of %zu floats, %zu needed", scratch_floats,
-                       conv3d_taps_scratch_floats(s, in_dims));
+    const size_t need = conv3d_taps_scratch_floats(s, in_dims);
+    if (scratch_floats < need)
+        return pl_fail(PL_EINVAL, "conv3d taps: scratch of %zu floats, %zu needed", scratch_floats, need);
     const int64_t T = conv3d_tap_count(s), IC = s->ic, OC = s->oc;
     float *c = scratch, *a = scratch + OC * T * IC, *bm = NULL;
     taps_ctx v = {.s = s, .in = in_dims, .o = o};
