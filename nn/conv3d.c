@@ -718,7 +718,7 @@ static conv3d_engine conv3d_measure(const float *in, const conv3d *l, nn_dims in
     t.dw = dw;
     t.db = l->db ? dw + nw : NULL;
     pl_quiet_begin();  // a failure is an answer here, logged below as one line
-    int bad = conv3d_dnnl_forward(y, in, &t, in_dims) || conv3d_dnnl_backward(dx, y, in, &t, in_dims);
+    int bad = conv3d_dnnl_forward(y, in, &t, in_dims) || conv3d_dnnl_backward(dx, y, in, &t, in_dims, 0);
     pl_quiet_end();
     if (bad) {
         LOG_WARN("conv3d: engine auto %s -> gemm (oneDNN: %s)", key, pl_last_error());
@@ -731,7 +731,7 @@ static conv3d_engine conv3d_measure(const float *in, const conv3d *l, nn_dims in
         conv3d_backward_gemm(dx, y, in, &t, in_dims, ws, ws_floats);
         double t1 = pl_time();
         pl_quiet_begin();
-        bad = conv3d_dnnl_forward(y, in, &t, in_dims) || conv3d_dnnl_backward(dx, y, in, &t, in_dims);
+        bad = conv3d_dnnl_forward(y, in, &t, in_dims) || conv3d_dnnl_backward(dx, y, in, &t, in_dims, 0);
         pl_quiet_end();
         double t2 = pl_time();
         if (bad) {
@@ -825,8 +825,22 @@ void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dim
     conv3d_forward_gemm(out, in, l, in_dims, ws, ws_floats);
 }
 
+// Zeroes the outputs flags says are to be written, for a path that accumulates.
+static void conv3d_zero_written(float *din, const conv3d *l, nn_dims in_dims, int flags) {
+    if (din && (flags & CONV3D_WRITE_DIN)) nn_parallel_zero(din, nn_dims_count(in_dims));
+    if (flags & CONV3D_WRITE_DW) {
+        nn_parallel_zero(l->dw, conv3d_weight_count(&l->sh));
+        if (l->db) nn_parallel_zero(l->db, l->sh.oc);
+    }
+}
+
 void conv3d_backward(float *din, const float *dout, const float *in, const conv3d *l,
                      nn_dims in_dims, float *ws, size_t ws_floats) {
+    conv3d_backward_flags(din, dout, in, l, in_dims, ws, ws_floats, 0);
+}
+
+void conv3d_backward_flags(float *din, const float *dout, const float *in, const conv3d *l,
+                           nn_dims in_dims, float *ws, size_t ws_floats, int flags) {
     if (conv3d_get_engine() != CONV3D_ENGINE_GEMM && conv3d_engine_for(l, in, in_dims, ws, ws_floats) == CONV3D_ENGINE_DNNL) {
         // A backward pass oneDNN has no direct kernel for (it would run its own im2col+gemm: dW
         // of the one-channel stems) runs on this file's vol2col+sgemm path instead, which skips
@@ -840,10 +854,12 @@ void conv3d_backward(float *din, const float *dout, const float *in, const conv3
         const int taps = jit >= 0 && (!din || dnnl_data) && conv3d_taps_preferred(&l->sh, in_dims);
         const int dnnl_weights = jit >= 0 && !taps && (jit & CONV3D_DNNL_WEIGHTS) && (!din || dnnl_data);
         int rc = jit < 0         ? jit
-                 : dnnl_weights ? conv3d_dnnl_backward(din, dout, in, l, in_dims)
-                 : dnnl_data    ? conv3d_dnnl_backward_data(din, dout, l, in_dims)
+                 : dnnl_weights ? conv3d_dnnl_backward(din, dout, in, l, in_dims, flags)
+                 : dnnl_data    ? conv3d_dnnl_backward_data(din, dout, l, in_dims, flags)
                                 : 0;
         int taps_rc = -1;
+        // what oneDNN did not write is accumulated below: zero what is to be written
+        if (!rc) conv3d_zero_written(dnnl_data ? NULL : din, l, in_dims, dnnl_weights ? 0 : flags);
         if (!rc && taps) {
             const size_t need = conv3d_taps_scratch_floats(&l->sh, in_dims);
             float *scratch = conv3d_taps_scratch(need);
@@ -858,6 +874,7 @@ void conv3d_backward(float *din, const float *dout, const float *in, const conv3
         }
         conv3d_dnnl_failed(l, in_dims);
     }
+    conv3d_zero_written(din, l, in_dims, flags);
     conv3d_backward_gemm(din, dout, in, l, in_dims, ws, ws_floats);
 }
 

@@ -45,6 +45,13 @@ void conv3d_forward(float *out, const float *in, const conv3d *l, nn_dims in_dim
 // Accumulates: din += dL/din (skipped when din is NULL), l->dw += dL/dw, l->db += dL/db.
 void conv3d_backward(float *din, const float *dout, const float *in, const conv3d *l,
                      nn_dims in_dims, float *ws, size_t ws_floats);
+// The same, with flags saying which outputs hold nothing to keep: CONV3D_WRITE_DIN (din =
+// dL/din) and CONV3D_WRITE_DW (l->dw = dL/dw, l->db = dL/db) are overwritten, not added into.
+// The net's backward passes them for buffers it would otherwise zero just before: the oneDNN
+// engine then writes them straight from its blocked layouts (no zeroing pass, no read of zeros).
+enum { CONV3D_WRITE_DIN = 1, CONV3D_WRITE_DW = 2 };
+void conv3d_backward_flags(float *din, const float *dout, const float *in, const conv3d *l,
+                           nn_dims in_dims, float *ws, size_t ws_floats, int flags);
 // The vol2col + sgemm path itself (the reference fast path and the fallback), same contracts.
 void conv3d_forward_gemm(float *out, const float *in, const conv3d *l, nn_dims in_dims,
                          float *ws, size_t ws_floats);

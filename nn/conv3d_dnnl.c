@@ -20,12 +20,12 @@ int conv3d_dnnl_forward(float *out, const float *in, const conv3d *l, nn_dims in
     return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
 }
 int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
-                         nn_dims in_dims) {
-    (void)din, (void)dout, (void)in, (void)l, (void)in_dims;
+                         nn_dims in_dims, int flags) {
+    (void)din, (void)dout, (void)in, (void)l, (void)in_dims, (void)flags;
     return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
 }
-int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims) {
-    (void)din, (void)dout, (void)l, (void)in_dims;
+int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims, int flags) {
+    (void)din, (void)dout, (void)l, (void)in_dims, (void)flags;
     return pl_fail(PL_EUNSUPPORTED, "conv3d: this build has no oneDNN (configure with -DMP3D_DNNL=ON)");
 }
 int conv3d_dnnl_direct(const conv3d *l, nn_dims in_dims) {
@@ -44,6 +44,7 @@ int nn_dnnl_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *
 }
 int conv3d_dnnl_cached(void) { return 0; }
 long conv3d_dnnl_own_reorders(void) { return 0; }
+int64_t conv3d_dnnl_set_stream_min(int64_t bytes) { (void)bytes; return 0; }
 void conv3d_dnnl_release(void) {}
 
 #else
@@ -155,6 +156,8 @@ typedef struct {
     const dn_tensor *t;
     float *plain, *blk;
     int to_blocked;
+    int add;     // to the plain side: added into it (an accumulated output), else overwritten
+    int stream;  // a large destination not added into: streaming stores (dn_transpose_stream)
 } dn_own_ctx;
 
 // dst[c * ds + r] (+)= src[r * ss + c] for r < rows, c < cols: a transpose with row strides.
@@ -167,28 +170,34 @@ static void dn_transpose_ref(const float *src, int64_t ss, float *dst, int64_t d
         }
 }
 
-// The same in 8x8 blocks of AVX registers (unpack / shuffle / permute), edges by the loop above.
+// One 8x8 block of floats transposed in AVX registers (unpack / shuffle / permute): o[i] holds
+// column i of the 8 rows at s (row stride ss).
+__attribute__((target("avx2"))) static inline void dn_t8x8(const float *s, int64_t ss, __m256 o[8]) {
+    __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ss), a2 = _mm256_loadu_ps(s + 2 * ss);
+    __m256 a3 = _mm256_loadu_ps(s + 3 * ss), a4 = _mm256_loadu_ps(s + 4 * ss), a5 = _mm256_loadu_ps(s + 5 * ss);
+    __m256 a6 = _mm256_loadu_ps(s + 6 * ss), a7 = _mm256_loadu_ps(s + 7 * ss);
+    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+    __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+    __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
+    __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    o[0] = _mm256_permute2f128_ps(u0, u4, 0x20), o[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    o[2] = _mm256_permute2f128_ps(u2, u6, 0x20), o[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    o[4] = _mm256_permute2f128_ps(u0, u4, 0x31), o[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    o[6] = _mm256_permute2f128_ps(u2, u6, 0x31), o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+// The transpose in 8x8 blocks, edges by the loop above.
 __attribute__((target("avx2"))) static void dn_transpose_avx2(const float *src, int64_t ss, float *dst, int64_t ds,
                                                                int64_t rows, int64_t cols, int add) {
     const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
     for (int64_t r0 = 0; r0 < r8; r0 += 8)
         for (int64_t c0 = 0; c0 < c8; c0 += 8) {
-            const float *s = src + r0 * ss + c0;
-            __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ss), a2 = _mm256_loadu_ps(s + 2 * ss);
-            __m256 a3 = _mm256_loadu_ps(s + 3 * ss), a4 = _mm256_loadu_ps(s + 4 * ss), a5 = _mm256_loadu_ps(s + 5 * ss);
-            __m256 a6 = _mm256_loadu_ps(s + 6 * ss), a7 = _mm256_loadu_ps(s + 7 * ss);
-            __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-            __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-            __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
-            __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
-            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
-                           _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
-                           _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
-                           _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+            __m256 o[8];
+            dn_t8x8(src + r0 * ss + c0, ss, o);
             float *d = dst + c0 * ds + r0;
             for (int i = 0; i < 8; i++)
                 _mm256_storeu_ps(d + i * ds, add ? _mm256_add_ps(_mm256_loadu_ps(d + i * ds), o[i]) : o[i]);
@@ -197,10 +206,37 @@ __attribute__((target("avx2"))) static void dn_transpose_avx2(const float *src, 
     if (r8 < rows) dn_transpose_ref(src + r8 * ss, ss, dst + r8, ds, rows - r8, cols, add);
 }
 
+// The same for a destination that is not read before it is overwritten and too large to stay in
+// cache: 16 source rows at a time, so that every destination row gets 16 floats (a 64-byte line)
+// by two adjacent streaming stores, which skip the read-for-ownership of the line. On the Zen 4
+// this ran the 512x512x27 weight reorder in 3.1 ms against 7.1 (regular stores). Needs dst and
+// ds 8-float aligned; rows beyond the last 16 go through the regular code.
+__attribute__((target("avx2"))) static void dn_transpose_stream(const float *src, int64_t ss, float *dst, int64_t ds,
+                                                                 int64_t rows, int64_t cols) {
+    const int64_t r16 = rows / 16 * 16, c8 = cols / 8 * 8;
+    for (int64_t r0 = 0; r0 < r16; r0 += 16) {
+        for (int64_t c0 = 0; c0 < c8; c0 += 8) {
+            __m256 lo[8], hi[8];
+            dn_t8x8(src + r0 * ss + c0, ss, lo);
+            dn_t8x8(src + (r0 + 8) * ss + c0, ss, hi);
+            float *d = dst + c0 * ds + r0;
+            for (int i = 0; i < 8; i++) {
+                _mm256_stream_ps(d + i * ds, lo[i]);
+                _mm256_stream_ps(d + i * ds + 8, hi[i]);
+            }
+        }
+        if (c8 < cols) dn_transpose_ref(src + r0 * ss + c8, ss, dst + c8 * ds + r0, ds, 16, cols - c8, 0);
+    }
+    if (r16 < rows) dn_transpose_avx2(src + r16 * ss, ss, dst + r16, ds, rows - r16, cols, 0);
+}
+
 static int g_have_avx2 = -1;
 
-static void dn_transpose(const float *src, int64_t ss, float *dst, int64_t ds, int64_t rows, int64_t cols, int add) {
-    if (g_have_avx2)
+static void dn_transpose(const float *src, int64_t ss, float *dst, int64_t ds, int64_t rows, int64_t cols, int add,
+                         int stream) {
+    if (g_have_avx2 && stream && !add && ds % 8 == 0 && (uintptr_t)dst % 32 == 0)
+        dn_transpose_stream(src, ss, dst, ds, rows, cols);
+    else if (g_have_avx2)
         dn_transpose_avx2(src, ss, dst, ds, rows, cols, add);
     else
         dn_transpose_ref(src, ss, dst, ds, rows, cols, add);
@@ -230,19 +266,33 @@ static void dn_own_tiles(void *vc, int64_t lo, int64_t hi) {
             else
                 p = plain + j * B * K, ps = K, q = blk + j * bs, qs = bs * bs;
             if (c->to_blocked)
-                dn_transpose(p, ps, q, qs, bs, K, 0);
+                dn_transpose(p, ps, q, qs, bs, K, 0, c->stream);
             else
-                dn_transpose(q, qs, p, ps, K, bs, T->sum);
+                dn_transpose(q, qs, p, ps, K, bs, c->add, c->stream);
         }
     }
+    if (c->stream) _mm_sfence();  // streaming stores visible before the pool's join
 }
 
-static void dn_own_run(const dn_tensor *t, float *plain, float *blk, int to_blocked) {
+// Destinations of at least this many bytes are written with streaming stores (they are far
+// larger than the L2 cache, so their reader gets them from memory either way). ResNet3D-18 step
+// (8,1,3,112,112) on the Zen 4, 1 thread: the own reorders' samples (perf) fell by 30 ms a step.
+static int64_t g_stream_min = (int64_t)4 << 20;
+
+int64_t conv3d_dnnl_set_stream_min(int64_t bytes) {
+    const int64_t old = g_stream_min;
+    g_stream_min = bytes;
+    return old;
+}
+
+// Plain <-> blocked for tensor t; add: the plain side is an accumulated output (blocked -> plain only).
+static void dn_own_run(const dn_tensor *t, float *plain, float *blk, int to_blocked, int add) {
     if (g_have_avx2 < 0) {
         __builtin_cpu_init();
         g_have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
     }
-    dn_own_ctx c = {t, plain, blk, to_blocked};
+    add = add && !to_blocked;
+    dn_own_ctx c = {t, plain, blk, to_blocked, add, !add && t->a * t->b * t->k * 4 >= g_stream_min};
     const int64_t ablk = t->own == DN_OWN_ACT ? 1 : t->bs;
     const int64_t tiles = (t->a / ablk) * (t->b / t->bs), per_tile = t->bs * ablk * t->k;
     nn_parallel_for(tiles, PL_MAX((int64_t)1, 32768 / per_tile), dn_own_tiles, &c);  // >= ~32k floats a thread
@@ -531,7 +581,7 @@ static int dn_bind(dnnl_memory_t *use, dn_tensor *t, const void *user, int input
     DN(dnnl_memory_set_data_handle(t->inner, g_dn.arena[g_arena_of[t->role]]));
     *use = t->inner;
     if (input && t->own) {
-        dn_own_run(t, (float *)user, g_dn.arena[g_arena_of[t->role]], 1);
+        dn_own_run(t, (float *)user, g_dn.arena[g_arena_of[t->role]], 1, 0);
     } else if (input) {
         dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->user}, {DNNL_ARG_TO, t->inner}};
         rc = dn_exec(t->reorder, 2, a);
@@ -540,20 +590,27 @@ done:
     return rc;
 }
 
-// Output reorder inner -> user (a sum for accumulated outputs).
-static int dn_unbind(dn_tensor *t) {
+// Output reorder inner -> user: a sum for accumulated outputs, unless `write` (the user buffer's
+// content is to be replaced: the own reorders then write it; oneDNN's summing reorder gets it zeroed).
+static int dn_unbind(dn_tensor *t, int write) {
     if (!t->inner) return 0;
+    int rc = 0;
+    void *user = NULL, *inner = NULL;
+    DN(dnnl_memory_get_data_handle(t->user, &user));
     if (t->own) {
-        int rc = 0;
-        void *user = NULL, *inner = NULL;
-        DN(dnnl_memory_get_data_handle(t->user, &user));
         DN(dnnl_memory_get_data_handle(t->inner, &inner));
-        dn_own_run(t, user, inner, 0);
-    done:
-        return rc;
+        dn_own_run(t, user, inner, 0, t->sum && !write);
+        return 0;
+    }
+    if (t->sum && write) {
+        const dnnl_memory_desc_t *umd = NULL;
+        DN(dnnl_memory_get_memory_desc(t->user, &umd));
+        nn_parallel_zero(user, (int64_t)(dnnl_memory_desc_get_size(umd) / sizeof(float)));
     }
     dnnl_exec_arg_t a[2] = {{DNNL_ARG_FROM, t->inner}, {DNNL_ARG_TO, t->user}};
-    return dn_exec(t->reorder, 2, a);
+    rc = dn_exec(t->reorder, 2, a);
+done:
+    return rc;
 }
 
 static int dn_begin(dn_layer **L, const conv3d *l, nn_dims in_dims) {
@@ -571,15 +628,16 @@ int conv3d_dnnl_forward(float *out, const float *in, const conv3d *l, nn_dims in
         (l->sh.bias && (rc = dn_bind(&bias, &L->f_bias, l->b, 1))) || (rc = dn_bind(&dst, &L->f_dst, out, 0)))
         goto done;
     dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}, {DNNL_ARG_BIAS, bias}};
-    if ((rc = dn_exec(L->fwd, bias ? 4 : 3, a)) || (rc = dn_unbind(&L->f_dst))) goto done;
+    if ((rc = dn_exec(L->fwd, bias ? 4 : 3, a)) || (rc = dn_unbind(&L->f_dst, 1))) goto done;
 done:
     pthread_mutex_unlock(&g_dn.lock);
     return rc;
 }
 
-// Backward; weights = 0 leaves dw and db alone (backward-data only, din not NULL).
+// Backward; weights = 0 leaves dw and db alone (backward-data only, din not NULL). flags:
+// CONV3D_WRITE_DIN / _DW, see conv3d_backward_flags.
 static int dn_backward(float *din, const float *dout, const float *in, const conv3d *l, nn_dims in_dims,
-                       int weights) {
+                       int weights, int flags) {
     pthread_mutex_lock(&g_dn.lock);
     dn_layer *L = NULL;
     dnnl_memory_t ddst = NULL, wei = NULL, dsrc = NULL, src = NULL, dwei = NULL, db = NULL;
@@ -607,9 +665,10 @@ static int dn_backward(float *din, const float *dout, const float *in, const con
         dnnl_exec_arg_t ad[3] = {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}};
         if ((rc = dn_exec(L->bwd_d, 3, ad))) goto done;
     }
-    // Every primitive ran: only now add into the caller's buffers (all or nothing).
-    if ((din && (rc = dn_unbind(&L->d_dsrc))) || (weights && (rc = dn_unbind(&L->w_dwei))) ||
-        (db && (rc = dn_unbind(&L->w_db))))
+    // Every primitive ran: only now write or add into the caller's buffers (all or nothing).
+    const int wdin = !!(flags & CONV3D_WRITE_DIN), wdw = !!(flags & CONV3D_WRITE_DW);
+    if ((din && (rc = dn_unbind(&L->d_dsrc, wdin))) || (weights && (rc = dn_unbind(&L->w_dwei, wdw))) ||
+        (db && (rc = dn_unbind(&L->w_db, wdw))))
         goto done;
 done:
     pthread_mutex_unlock(&g_dn.lock);
@@ -617,13 +676,13 @@ done:
 }
 
 int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
-                         nn_dims in_dims) {
-    return dn_backward(din, dout, in, l, in_dims, 1);
+                         nn_dims in_dims, int flags) {
+    return dn_backward(din, dout, in, l, in_dims, 1, flags);
 }
 
-int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims) {
+int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims, int flags) {
     if (!din) return pl_fail(PL_EINVAL, "conv3d dnnl: backward-data without din");
-    return dn_backward(din, dout, NULL, l, in_dims, 0);
+    return dn_backward(din, dout, NULL, l, in_dims, 0, flags & CONV3D_WRITE_DIN);
 }
 
 int conv3d_dnnl_direct(const conv3d *l, nn_dims in_dims) {

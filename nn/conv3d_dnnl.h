@@ -13,12 +13,14 @@
 int conv3d_dnnl_available(void);
 // out (N, OC, OD, OH, OW) = conv(in (N, IC, D, H, W)) + b. 0 or a negative pl_err.
 int conv3d_dnnl_forward(float *out, const float *in, const conv3d *l, nn_dims in_dims);
-// din += dL/din (skipped when din is NULL), l->dw += dL/dw, l->db += dL/db. 0 or a negative
-// pl_err; on error nothing was accumulated.
+// din += dL/din (skipped when din is NULL), l->dw += dL/dw, l->db += dL/db; with flags
+// CONV3D_WRITE_DIN / CONV3D_WRITE_DW (nn/conv3d.h) din / dw and db are overwritten instead. 0 or
+// a negative pl_err; on error nothing was written.
 int conv3d_dnnl_backward(float *din, const float *dout, const float *in, const conv3d *l,
-                         nn_dims in_dims);
-// Backward-data only: din += dL/din (din not NULL); dw and db untouched. Same error contract.
-int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims);
+                         nn_dims in_dims, int flags);
+// Backward-data only: din += dL/din (din not NULL; overwritten with CONV3D_WRITE_DIN); dw and db
+// untouched. Same error contract.
+int conv3d_dnnl_backward_data(float *din, const float *dout, const conv3d *l, nn_dims in_dims, int flags);
 // Which passes of layer l on in_dims oneDNN runs on one of its direct JIT kernels rather than
 // its im2col+gemm (or reference) implementation: CONV3D_DNNL_FWD | _DATA | _WEIGHTS bits (the
 // primitives are created if needed), or a negative pl_err when they cannot be. nn/conv3d runs
@@ -39,6 +41,9 @@ int nn_dnnl_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *
 // transposes since the start (activations aBcde16b / aBcde8b / acdeb, weights ABcde16b16a /
 // ABcde16a16b and their 8-blocked forms), for tests.
 long conv3d_dnnl_own_reorders(void);
+// Own reorders whose destination has at least `bytes` bytes (and is not added into) write it with
+// streaming stores; default 4 MiB. Returns the previous value (tests set 0 to cover that path).
+int64_t conv3d_dnnl_set_stream_min(int64_t bytes);
 // Primitives cached so far (for tests), and release of the cache and its buffers.
 int conv3d_dnnl_cached(void);
 void conv3d_dnnl_release(void);

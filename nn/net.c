@@ -351,11 +351,17 @@ float *nn_net_output_grad(nn_net *net, int i) {
 }
 
 // Gradient buffer of an op input, zeroed on first use in this backward; NULL for the net input.
-static float *input_grad(nn_net *net, int tid) {
+// With `fresh` (an op that can overwrite it) it is not zeroed: *fresh says whether this is the
+// first use, so that the op writes the buffer rather than adds into it.
+static float *input_grad(nn_net *net, int tid, int *fresh) {
     nn_tensor *t = &net->t[tid];
+    if (fresh) *fresh = 0;
     if (!t->grad) return NULL;
     if (!t->zeroed) {
-        nn_parallel_zero(t->grad, nn_dims_count(t->dims));
+        if (fresh)
+            *fresh = 1;
+        else
+            nn_parallel_zero(t->grad, nn_dims_count(t->dims));
         t->zeroed = 1;
     }
     return t->grad;
@@ -369,22 +375,26 @@ int nn_net_backward(nn_net *net, nn_grad_ready_fn cb, void *ctx) {
     double prof[NN_OP_LINEAR + 1] = {0}, t0 = net->cfg.profile ? pl_time() : 0;
     for (int i = net->nops - 1; i >= 0; i--) {
         nn_op *op = &net->ops[i];
+        // a convolution writes its parameter gradients and a first-use input gradient itself
+        const int conv = op->kind == NN_OP_CONV;
         size_t poff = 0, pcount = 0;
         if (op->npar > 0) {
             poff = p->info[op->pidx[0]].offset;
             const nn_param_info *last = &p->info[op->pidx[op->npar - 1]];
             pcount = last->offset + last->count - poff;
-            nn_parallel_zero(p->grads + poff, (int64_t)pcount);
+            if (!conv) nn_parallel_zero(p->grads + poff, (int64_t)pcount);
         }
         nn_dims d = op_in_dims(net, op);
         nn_tensor *to = &net->t[op->out];
         PL_ASSERT(to->zeroed);  // every tensor with a producer has a consumer or is an output
         const float *x = net->t[op->in0].data, *dy = to->grad, *y = to->data;
         float *aux = (float *)(net->aux + op->aux_off);
-        float *dx = input_grad(net, op->in0);
+        int fresh = 0;
+        float *dx = input_grad(net, op->in0, conv ? &fresh : NULL);
         switch (op->kind) {
         case NN_OP_CONV:
-            conv3d_backward(dx, dy, x, &op->u.conv, d, net->ws, net->ws_floats);
+            conv3d_backward_flags(dx, dy, x, &op->u.conv, d, net->ws, net->ws_floats,
+                                  (fresh ? CONV3D_WRITE_DIN : 0) | (op->npar > 0 ? CONV3D_WRITE_DW : 0));
             break;
         case NN_OP_BN:
             batchnorm3d_backward(dx, dy, x, y, aux, aux + d.c, &op->u.bn, d, net->last_train, op->relu);
@@ -396,7 +406,7 @@ int nn_net_backward(nn_net *net, nn_grad_ready_fn cb, void *ctx) {
             if (dx) maxpool3d_backward(dx, dy, (const int32_t *)aux, d, to->dims);
             break;
         case NN_OP_ADD:
-            add_backward(dx, input_grad(net, op->in1), dy, y, nn_dims_count(d), op->relu);
+            add_backward(dx, input_grad(net, op->in1, NULL), dy, y, nn_dims_count(d), op->relu);
             break;
         case NN_OP_GAP:
             if (dx) avgpool_global_backward(dx, dy, d);

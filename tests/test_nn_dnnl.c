@@ -61,7 +61,7 @@ static void dnnl_case(const conv_case *cc, pl_rng *rng) {
     tu_fill(dx0, nx, rng, -1, 1), tu_fill(dw0, nw, rng, -1, 1), tu_fill(db0, nb, rng, -1, 1);
     memcpy(dx, dx0, (size_t)nx * 4), memcpy(dw, dw0, (size_t)nw * 4), memcpy(db, db0, (size_t)nb * 4);
     l.dw = dw, l.db = cc->bias ? db : NULL;
-    rc = conv3d_dnnl_backward(dx, r, x, &l, cc->in);
+    rc = conv3d_dnnl_backward(dx, r, x, &l, cc->in, 0);
     for (int64_t i = 0; i < nx; i++) dx_ref[i] += dx0[i];
     for (int64_t i = 0; i < nw; i++) dw_ref[i] += dw0[i];
     for (int64_t i = 0; i < nb; i++) db_ref[i] += db0[i];
@@ -74,7 +74,7 @@ static void dnnl_case(const conv_case *cc, pl_rng *rng) {
         tu_check(what, rc ? 1e9 : tu_rel_diff(db, db_ref, nb, 1e-6), 1e-5);
     }
     // din = NULL: dw, db accumulate a second time, nothing else is written
-    rc = conv3d_dnnl_backward(NULL, r, x, &l, cc->in);
+    rc = conv3d_dnnl_backward(NULL, r, x, &l, cc->in, 0);
     for (int64_t i = 0; i < nw; i++) dw_ref[i] += dw_ref[i] - dw0[i];
     for (int64_t i = 0; i < nb; i++) db_ref[i] += db_ref[i] - db0[i];
     snprintf(what, sizeof what, "%s: dnnl bwd din=NULL, dw += again", cc->name);
@@ -89,7 +89,7 @@ static void dnnl_case(const conv_case *cc, pl_rng *rng) {
     conv3d_backward_naive(dxs, r, x, &l, cc->in);  // the single reference, into zeros
     memcpy(dx, dx0, (size_t)nx * 4), memcpy(dw, dw0, (size_t)nw * 4), memcpy(db, db0, (size_t)nb * 4);
     l.dw = dw, l.db = cc->bias ? db : NULL;
-    rc = conv3d_dnnl_backward_data(dx, r, &l, cc->in);
+    rc = conv3d_dnnl_backward_data(dx, r, &l, cc->in, 0);
     for (int64_t i = 0; i < nx; i++) dx_ref[i] = dx0[i] + dxs[i];
     snprintf(what, sizeof what, "%s: dnnl bwd-data din += , dw db untouched", cc->name);
     tu_check(what, rc ? 1e9 : tu_rel_diff(dx, dx_ref, nx, 1e-6) + (memcmp(dw, dw0, (size_t)nw * 4) != 0) +
@@ -110,6 +110,34 @@ static void dnnl_case(const conv_case *cc, pl_rng *rng) {
     double d = tu_rel_diff(dx, dx_ref, nx, 1e-6) + tu_rel_diff(dw, dw_ref, nw, 1e-6);
     if (cc->bias) d += tu_rel_diff(db, db_ref, nb, 1e-6);
     tu_check(what, jit < 0 ? 1e9 : d, 1e-5);
+    // CONV3D_WRITE_DIN | _DW: garbage in din, dw, db is overwritten with the reference, through
+    // conv3d_dnnl_backward, backward-data alone (dw, db untouched), and both engines'
+    // conv3d_backward_flags (the engine's non-oneDNN passes zero what they accumulate into)
+    for (int path = 0; path < 4; path++) {
+        static const char *names[] = {"dnnl bwd", "dnnl bwd-data", "engine dnnl", "engine gemm"};
+        for (int64_t i = 0; i < nx; i++) dx[i] = 1e6f;
+        for (int64_t i = 0; i < nw; i++) dw[i] = 1e6f;
+        for (int64_t i = 0; i < nb; i++) db[i] = 1e6f;
+        const int both = CONV3D_WRITE_DIN | CONV3D_WRITE_DW;
+        rc = 0;
+        if (path == 0) rc = conv3d_dnnl_backward(dx, r, x, &l, cc->in, both);
+        if (path == 1) rc = conv3d_dnnl_backward_data(dx, r, &l, cc->in, both);
+        if (path >= 2) {
+            conv3d_set_engine(path == 2 ? CONV3D_ENGINE_DNNL : CONV3D_ENGINE_GEMM);
+            conv3d_backward_flags(dx, r, x, &l, cc->in, ws, wsf, both);
+            conv3d_set_engine(CONV3D_ENGINE_GEMM);
+        }
+        d = tu_rel_diff(dx, dxs, nx, 1e-6);
+        if (path == 1) {
+            for (int64_t i = 0; i < nw; i++) d += dw[i] != 1e6f;
+            for (int64_t i = 0; i < nb; i++) d += db[i] != 1e6f;
+        } else {
+            d += tu_rel_diff(dw, dws, nw, 1e-6);
+            if (cc->bias) d += tu_rel_diff(db, dbs, nb, 1e-6);
+        }
+        snprintf(what, sizeof what, "%s: %s with WRITE_DIN|DW overwrites garbage", cc->name, names[path]);
+        tu_check(what, rc ? 1e9 : d, 1e-5);
+    }
     free(x), free(w), free(b), free(r), free(y_ref), free(y), free(dx_ref), free(dw_ref), free(db_ref);
     free(dx), free(dw), free(db), free(dx0), free(dw0), free(db0), free(dxs), free(dws), free(dbs), free(ws);
 }
@@ -383,7 +411,15 @@ int main(void) {
         dnnl_case(&blk, &rng);
         nn_set_threads(2);
         dnnl_case(&blk, &rng);
+        // every own reorder's destination written with streaming stores where the shapes allow:
+        // spatial 40 = 2 x 16 + 8 (the blocked -> plain rows in 16s and a tail of 8), 90, 27
+        const int64_t stream_min = conv3d_dnnl_set_stream_min(0);
+        const conv_case st[] = {{"k333 p1 32->48 N2 (2,32,2,4,5), streaming stores", 32, 48, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 32, 2, 4, 5}},
+                                {"k333 p1 32->48 N2 (2,32,3,6,5), streaming stores", 32, 48, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 32, 3, 6, 5}}};
+        for (int i = 0; i < 2; i++) dnnl_case(&st[i], &rng);
         nn_set_threads(1);
+        for (int i = 0; i < 2; i++) dnnl_case(&st[i], &rng);
+        conv3d_dnnl_set_stream_min(stream_min);
         printf("own reorders in the 32->48 cases: %ld\n", conv3d_dnnl_own_reorders() - own0);
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2"))
