@@ -13,6 +13,7 @@
 #include "nn/conv3d_dnnl.h"
 #include "nn/parallel.h"
 #include "nn/pl.h"
+#include "nn/transpose.h"
 
 conv3d_shape conv3d_shape_make(int64_t ic, int64_t oc, const int64_t k[3], const int64_t s[3],
                                const int64_t p[3], int64_t groups, int bias) {
@@ -478,6 +479,7 @@ typedef struct {
     const float *c;
     float *dw, *db;
     const float *dy;
+    int write;  // dw, db overwritten rather than added into
 } taps_ctx;
 
 // Rows [lo, hi) (channels) of A or B: each row is the box of one channel over every sample.
@@ -506,25 +508,25 @@ static void taps_gather(void *vc, int64_t lo, int64_t hi) {
     }
 }
 
-// dW rows [lo, hi): dW[oc, ic, t] += C[oc, t, ic]; db[oc] += sum of dY[:, oc].
+// dW rows [lo, hi): dW[oc, ic, t] += C[oc, t, ic]; db[oc] += sum of dY[:, oc] (= with v->write).
 static void taps_scatter(void *vc, int64_t lo, int64_t hi) {
     const taps_ctx *v = vc;
     const int64_t T = conv3d_tap_count(v->s), IC = v->s->ic, P = nn_dims_spatial(v->o);
     for (int64_t oc = lo; oc < hi; oc++) {
         float *dw = v->dw + oc * IC * T;
         const float *c = v->c + oc * T * IC;
-        for (int64_t ic = 0; ic < IC; ic++, dw += T)
-            for (int64_t t = 0; t < T; t++) dw[t] += c[t * IC + ic];
+        nn_transpose(c, IC, dw, T, T, IC, !v->write, v->write);  // written: streamed, nothing reads it soon
         if (v->db) {
             double acc = 0;
             for (int64_t n = 0; n < v->in.n; n++) acc += plane_sum(v->dy + (n * v->s->oc + oc) * P, P);
-            v->db[oc] += (float)acc;
+            v->db[oc] = (v->write ? 0.0f : v->db[oc]) + (float)acc;
         }
     }
+    if (v->write) nn_transpose_fence();
 }
 
 int conv3d_backward_weights_taps(const float *dout, const float *in, const conv3d *l, nn_dims in_dims,
-                                 float *scratch, size_t scratch_floats) {
+                                 float *scratch, size_t scratch_floats, int write) {
     const conv3d_shape *s = &l->sh;
     nn_dims o = {0, 0, 0, 0, 0};
     int rc = conv3d_out_dims(&o, s, in_dims);
@@ -557,7 +559,7 @@ int conv3d_backward_weights_taps(const float *dout, const float *in, const conv3
             nn_blas_restore(h);
         }
     }
-    v.c = c, v.dw = l->dw, v.db = l->db, v.dy = dout;
+    v.c = c, v.dw = l->dw, v.db = l->db, v.dy = dout, v.write = write;
     nn_parallel_for(OC, 8, taps_scatter, &v);
     return 0;
 }
@@ -859,17 +861,20 @@ void conv3d_backward_flags(float *din, const float *dout, const float *in, const
                                 : 0;
         int taps_rc = -1;
         // what oneDNN did not write is accumulated below: zero what is to be written
-        if (!rc) conv3d_zero_written(dnnl_data ? NULL : din, l, in_dims, dnnl_weights ? 0 : flags);
         if (!rc && taps) {
             const size_t need = conv3d_taps_scratch_floats(&l->sh, in_dims);
             float *scratch = conv3d_taps_scratch(need);
-            taps_rc = scratch ? conv3d_backward_weights_taps(dout, in, l, in_dims, scratch, need) : PL_ENOMEM;
+            taps_rc = scratch ? conv3d_backward_weights_taps(dout, in, l, in_dims, scratch, need,
+                                                             !!(flags & CONV3D_WRITE_DW))
+                              : PL_ENOMEM;
         }
         pl_quiet_end();
         if (!rc) {
-            // dW (and din when oneDNN does not compute it) here
-            if (!dnnl_weights && taps_rc != 0)
+            // dW (and din when oneDNN does not compute it) here, accumulated: zero what is to be written
+            if (!dnnl_weights && taps_rc != 0) {
+                conv3d_zero_written(dnnl_data ? NULL : din, l, in_dims, flags);
                 conv3d_backward_gemm(dnnl_data ? NULL : din, dout, in, l, in_dims, ws, ws_floats);
+            }
             return;
         }
         conv3d_dnnl_failed(l, in_dims);

@@ -87,13 +87,14 @@ int conv3d_engine_table_export(conv3d_engine_record *rec, int max);
 int conv3d_engine_table_import(const conv3d_engine_record *rec, int n);
 void conv3d_engine_reset(void);
 
-// Backward-weights by kernel taps: l->dw += dL/dw (and l->db += dL/db), one GEMM per tap over the
-// outputs whose input for that tap is inside the volume (groups 1 only). scratch: at least
-// conv3d_taps_scratch_floats floats. 0 or a negative pl_err (then nothing was accumulated).
+// Backward-weights by kernel taps: l->dw += dL/dw (and l->db += dL/db; with `write`, dw and db
+// are overwritten instead), one GEMM per tap over the outputs whose input for that tap is inside
+// the volume (groups 1 only). scratch: at least conv3d_taps_scratch_floats floats. 0 or a
+// negative pl_err (then nothing was written).
 // The dnnl engine uses it where conv3d_taps_preferred (groups 1, a spatial kernel, >= 3 M weights,
 // <= 256 output positions per sample: ResNet3D-18's 512-channel stage on 3-slice volumes).
 int conv3d_backward_weights_taps(const float *dout, const float *in, const conv3d *l, nn_dims in_dims,
-                                 float *scratch, size_t scratch_floats);
+                                 float *scratch, size_t scratch_floats, int write);
 size_t conv3d_taps_scratch_floats(const conv3d_shape *s, nn_dims in);
 int conv3d_taps_preferred(const conv3d_shape *s, nn_dims in);
 

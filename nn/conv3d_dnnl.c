@@ -50,7 +50,6 @@ void conv3d_dnnl_release(void) {}
 #else
 
 #include <oneapi/dnnl/dnnl.h>
-#include <immintrin.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -59,6 +58,7 @@ void conv3d_dnnl_release(void) {}
 #include <string.h>
 
 #include "nn/parallel.h"
+#include "nn/transpose.h"
 
 // Roles of internal buffers, and the arena buffer each uses (shared by all cached layers). Roles
 // whose lifetimes do not overlap share a buffer: forward, then backward-weights (its inputs die
@@ -157,90 +157,8 @@ typedef struct {
     float *plain, *blk;
     int to_blocked;
     int add;     // to the plain side: added into it (an accumulated output), else overwritten
-    int stream;  // a large destination not added into: streaming stores (dn_transpose_stream)
+    int stream;  // a large destination not added into: streaming stores (see nn_transpose)
 } dn_own_ctx;
-
-// dst[c * ds + r] (+)= src[r * ss + c] for r < rows, c < cols: a transpose with row strides.
-static void dn_transpose_ref(const float *src, int64_t ss, float *dst, int64_t ds, int64_t rows, int64_t cols,
-                             int add) {
-    for (int64_t c = 0; c < cols; c++)
-        for (int64_t r = 0; r < rows; r++) {
-            const float v = src[r * ss + c];
-            dst[c * ds + r] = add ? dst[c * ds + r] + v : v;
-        }
-}
-
-// One 8x8 block of floats transposed in AVX registers (unpack / shuffle / permute): o[i] holds
-// column i of the 8 rows at s (row stride ss).
-__attribute__((target("avx2"))) static inline void dn_t8x8(const float *s, int64_t ss, __m256 o[8]) {
-    __m256 a0 = _mm256_loadu_ps(s), a1 = _mm256_loadu_ps(s + ss), a2 = _mm256_loadu_ps(s + 2 * ss);
-    __m256 a3 = _mm256_loadu_ps(s + 3 * ss), a4 = _mm256_loadu_ps(s + 4 * ss), a5 = _mm256_loadu_ps(s + 5 * ss);
-    __m256 a6 = _mm256_loadu_ps(s + 6 * ss), a7 = _mm256_loadu_ps(s + 7 * ss);
-    __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-    __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-    __m256 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5);
-    __m256 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    o[0] = _mm256_permute2f128_ps(u0, u4, 0x20), o[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    o[2] = _mm256_permute2f128_ps(u2, u6, 0x20), o[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    o[4] = _mm256_permute2f128_ps(u0, u4, 0x31), o[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    o[6] = _mm256_permute2f128_ps(u2, u6, 0x31), o[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
-
-// The transpose in 8x8 blocks, edges by the loop above.
-__attribute__((target("avx2"))) static void dn_transpose_avx2(const float *src, int64_t ss, float *dst, int64_t ds,
-                                                               int64_t rows, int64_t cols, int add) {
-    const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-    for (int64_t r0 = 0; r0 < r8; r0 += 8)
-        for (int64_t c0 = 0; c0 < c8; c0 += 8) {
-            __m256 o[8];
-            dn_t8x8(src + r0 * ss + c0, ss, o);
-            float *d = dst + c0 * ds + r0;
-            for (int i = 0; i < 8; i++)
-                _mm256_storeu_ps(d + i * ds, add ? _mm256_add_ps(_mm256_loadu_ps(d + i * ds), o[i]) : o[i]);
-        }
-    if (c8 < cols) dn_transpose_ref(src + c8, ss, dst + c8 * ds, ds, r8, cols - c8, add);
-    if (r8 < rows) dn_transpose_ref(src + r8 * ss, ss, dst + r8, ds, rows - r8, cols, add);
-}
-
-// The same for a destination that is not read before it is overwritten and too large to stay in
-// cache: 16 source rows at a time, so that every destination row gets 16 floats (a 64-byte line)
-// by two adjacent streaming stores, which skip the read-for-ownership of the line. On the Zen 4
-// this ran the 512x512x27 weight reorder in 3.1 ms against 7.1 (regular stores). Needs dst and
-// ds 8-float aligned; rows beyond the last 16 go through the regular code.
-__attribute__((target("avx2"))) static void dn_transpose_stream(const float *src, int64_t ss, float *dst, int64_t ds,
-                                                                 int64_t rows, int64_t cols) {
-    const int64_t r16 = rows / 16 * 16, c8 = cols / 8 * 8;
-    for (int64_t r0 = 0; r0 < r16; r0 += 16) {
-        for (int64_t c0 = 0; c0 < c8; c0 += 8) {
-            __m256 lo[8], hi[8];
-            dn_t8x8(src + r0 * ss + c0, ss, lo);
-            dn_t8x8(src + (r0 + 8) * ss + c0, ss, hi);
-            float *d = dst + c0 * ds + r0;
-            for (int i = 0; i < 8; i++) {
-                _mm256_stream_ps(d + i * ds, lo[i]);
-                _mm256_stream_ps(d + i * ds + 8, hi[i]);
-            }
-        }
-        if (c8 < cols) dn_transpose_ref(src + r0 * ss + c8, ss, dst + c8 * ds + r0, ds, 16, cols - c8, 0);
-    }
-    if (r16 < rows) dn_transpose_avx2(src + r16 * ss, ss, dst + r16, ds, rows - r16, cols, 0);
-}
-
-static int g_have_avx2 = -1;
-
-static void dn_transpose(const float *src, int64_t ss, float *dst, int64_t ds, int64_t rows, int64_t cols, int add,
-                         int stream) {
-    if (g_have_avx2 && stream && !add && ds % 8 == 0 && (uintptr_t)dst % 32 == 0)
-        dn_transpose_stream(src, ss, dst, ds, rows, cols);
-    else if (g_have_avx2)
-        dn_transpose_avx2(src, ss, dst, ds, rows, cols, add);
-    else
-        dn_transpose_ref(src, ss, dst, ds, rows, cols, add);
-}
 
 // Tiles t = (A block, B block) in [lo, hi). Every kind is, per tile, bs (or bs x bs) transposes
 // of a (bs rows x K) plain matrix into K rows of the blocked side:
@@ -266,12 +184,12 @@ static void dn_own_tiles(void *vc, int64_t lo, int64_t hi) {
             else
                 p = plain + j * B * K, ps = K, q = blk + j * bs, qs = bs * bs;
             if (c->to_blocked)
-                dn_transpose(p, ps, q, qs, bs, K, 0, c->stream);
+                nn_transpose(p, ps, q, qs, bs, K, 0, c->stream);
             else
-                dn_transpose(q, qs, p, ps, K, bs, c->add, c->stream);
+                nn_transpose(q, qs, p, ps, K, bs, c->add, c->stream);
         }
     }
-    if (c->stream) _mm_sfence();  // streaming stores visible before the pool's join
+    if (c->stream) nn_transpose_fence();  // streaming stores ordered before the pool's join
 }
 
 // Destinations of at least this many bytes are written with streaming stores (they are far
@@ -287,10 +205,6 @@ int64_t conv3d_dnnl_set_stream_min(int64_t bytes) {
 
 // Plain <-> blocked for tensor t; add: the plain side is an accumulated output (blocked -> plain only).
 static void dn_own_run(const dn_tensor *t, float *plain, float *blk, int to_blocked, int add) {
-    if (g_have_avx2 < 0) {
-        __builtin_cpu_init();
-        g_have_avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
-    }
     add = add && !to_blocked;
     dn_own_ctx c = {t, plain, blk, to_blocked, add, !add && t->a * t->b * t->k * 4 >= g_stream_min};
     const int64_t ablk = t->own == DN_OWN_ACT ? 1 : t->bs;

@@ -3,7 +3,8 @@
 // shapes, per-axis strides and paddings, groups, bias, the pointwise and GTM cases and a
 // workspace small enough to force many chunks; central finite differences for dx, dw, db;
 // a hand-computed 1-D case; backward-weights by kernel taps (conv3d_backward_weights_taps) against
-// the naive reference, at 1 and 2 threads, and the shapes the dnnl engine gives it.
+// the naive reference (accumulating, and overwriting garbage with `write`), at 1 and 2 threads,
+// and the shapes the dnnl engine gives it.
 #include <cblas.h>
 
 #include "nn/conv3d.h"
@@ -196,7 +197,7 @@ static void taps_case(const conv_case *cc, pl_rng *rng) {
     l.dw = dw, l.db = cc->bias ? db : NULL;
     size_t need = conv3d_taps_scratch_floats(&l.sh, cc->in);
     float *scratch = tu_alloc((int64_t)need);
-    int rc = conv3d_backward_weights_taps(dy, x, &l, cc->in, scratch, need);
+    int rc = conv3d_backward_weights_taps(dy, x, &l, cc->in, scratch, need, 0);
     for (int64_t i = 0; i < nw; i++) dw_ref[i] *= 2;
     for (int64_t i = 0; i < cc->oc; i++) db_ref[i] *= 2;
     char what[200];
@@ -204,9 +205,17 @@ static void taps_case(const conv_case *cc, pl_rng *rng) {
              cc->bias ? ", db" : "");
     double d = tu_rel_diff(dw, dw_ref, nw, 1e-6) + (cc->bias ? tu_rel_diff(db, db_ref, cc->oc, 1e-6) : 0);
     tu_check(what, rc ? 1e9 : d, 1e-5);
+    // write: garbage in dw and db replaced by the naive dw, db (half of the doubled reference)
+    for (int64_t i = 0; i < nw; i++) dw[i] = 1e6f, dw_ref[i] *= 0.5f;
+    for (int64_t i = 0; i < cc->oc; i++) db[i] = 1e6f, db_ref[i] *= 0.5f;
+    rc = conv3d_backward_weights_taps(dy, x, &l, cc->in, scratch, need, 1);
+    snprintf(what, sizeof what, "%s: dW by taps with write overwrites garbage with the naive dw%s", cc->name,
+             cc->bias ? ", db" : "");
+    d = tu_rel_diff(dw, dw_ref, nw, 1e-6) + (cc->bias ? tu_rel_diff(db, db_ref, cc->oc, 1e-6) : 0);
+    tu_check(what, rc ? 1e9 : d, 1e-5);
     pl_quiet_begin();
     memcpy(dw_ref, dw, (size_t)nw * 4);
-    rc = conv3d_backward_weights_taps(dy, x, &l, cc->in, scratch, need - 1);
+    rc = conv3d_backward_weights_taps(dy, x, &l, cc->in, scratch, need - 1, 0);
     snprintf(what, sizeof what, "%s: taps scratch one float short is PL_EINVAL, dw untouched", cc->name);
     tu_check(what, (rc == PL_EINVAL ? 0 : 1) + (memcmp(dw, dw_ref, (size_t)nw * 4) != 0), 0);
     pl_quiet_end();
@@ -236,7 +245,7 @@ static void test_taps(pl_rng *rng) {
     float gw[4 * 2 * 27] = {0}, gdw[4 * 2 * 27] = {0}, gx[4 * 27] = {0}, gdy[4 * 27] = {0}, gs[8192];
     g.w = gw, g.dw = gdw;
     pl_quiet_begin();
-    int rc = conv3d_backward_weights_taps(gdy, gx, &g, nn_dims_make(1, 4, 3, 3, 3), gs, 8192);
+    int rc = conv3d_backward_weights_taps(gdy, gx, &g, nn_dims_make(1, 4, 3, 3, 3), gs, 8192, 0);
     pl_quiet_end();
     tu_check("taps with groups 2 is PL_EINVAL", rc == PL_EINVAL ? 0 : 1, 0);
     // the rule the dnnl engine uses: ResNet3D-18's 512-channel stage at 3x4x4 and its stride-2
