@@ -491,20 +491,28 @@ static void taps_gather(void *vc, int64_t lo, int64_t hi) {
     const nn_dims g = v->input ? v->in : v->o;  // the gathered tensor's dims
     const int64_t bw = b->hi[2] - b->lo[2];
     const int64_t sw = v->input ? s->s[2] : 1;
+    // whole rows of a unit-stride source: the box's rows are one contiguous run per plane
+    const int64_t sh = v->input ? s->s[1] : 1, bh = b->hi[1] - b->lo[1];
+    const int planes = sw == 1 && sh == 1 && bw == g.w;
     for (int64_t c = lo; c < hi; c++) {
         float *dst = v->dst + c * b->K;
         for (int64_t n = 0; n < v->in.n; n++)
-            for (int64_t d = b->lo[0]; d < b->hi[0]; d++)
-                for (int64_t h = b->lo[1]; h < b->hi[1]; h++, dst += bw) {
-                    int64_t id = d, ih = h, iw = b->lo[2];
-                    if (v->input) {
-                        id = d * s->s[0] - s->p[0] + b->k[0];
-                        ih = h * s->s[1] - s->p[1] + b->k[1];
-                        iw = b->lo[2] * s->s[2] - s->p[2] + b->k[2];
-                    }
-                    const float *row = v->src + (((n * ch + c) * g.d + id) * g.h + ih) * g.w + iw;
-                    for (int64_t w = 0; w < bw; w++) dst[w] = row[w * sw];
+            for (int64_t d = b->lo[0]; d < b->hi[0]; d++) {
+                int64_t id = d, ih = b->lo[1], iw = b->lo[2];
+                if (v->input) {
+                    id = d * s->s[0] - s->p[0] + b->k[0];
+                    ih = b->lo[1] * s->s[1] - s->p[1] + b->k[1];
+                    iw = b->lo[2] * s->s[2] - s->p[2] + b->k[2];
                 }
+                const float *row = v->src + (((n * ch + c) * g.d + id) * g.h + ih) * g.w + iw;
+                if (planes) {
+                    memcpy(dst, row, (size_t)(bh * bw) * sizeof(float));
+                    dst += bh * bw;
+                    continue;
+                }
+                for (int64_t h = 0; h < bh; h++, dst += bw, row += sh * g.w)
+                    for (int64_t w = 0; w < bw; w++) dst[w] = row[w * sw];
+            }
     }
 }
 
