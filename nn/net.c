@@ -375,8 +375,10 @@ int nn_net_backward(nn_net *net, nn_grad_ready_fn cb, void *ctx) {
     double prof[NN_OP_LINEAR + 1] = {0}, t0 = net->cfg.profile ? pl_time() : 0;
     for (int i = net->nops - 1; i >= 0; i--) {
         nn_op *op = &net->ops[i];
-        // a convolution writes its parameter gradients and a first-use input gradient itself
+        // a convolution writes its parameter gradients and a first-use input gradient itself;
+        // a norm writes a first-use input gradient
         const int conv = op->kind == NN_OP_CONV;
+        const int writes_dx = conv || op->kind == NN_OP_BN || op->kind == NN_OP_GN;
         size_t poff = 0, pcount = 0;
         if (op->npar > 0) {
             poff = p->info[op->pidx[0]].offset;
@@ -390,17 +392,17 @@ int nn_net_backward(nn_net *net, nn_grad_ready_fn cb, void *ctx) {
         const float *x = net->t[op->in0].data, *dy = to->grad, *y = to->data;
         float *aux = (float *)(net->aux + op->aux_off);
         int fresh = 0;
-        float *dx = input_grad(net, op->in0, conv ? &fresh : NULL);
+        float *dx = input_grad(net, op->in0, writes_dx ? &fresh : NULL);
         switch (op->kind) {
         case NN_OP_CONV:
             conv3d_backward_flags(dx, dy, x, &op->u.conv, d, net->ws, net->ws_floats,
                                   (fresh ? CONV3D_WRITE_DIN : 0) | (op->npar > 0 ? CONV3D_WRITE_DW : 0));
             break;
         case NN_OP_BN:
-            batchnorm3d_backward(dx, dy, x, y, aux, aux + d.c, &op->u.bn, d, net->last_train, op->relu);
+            batchnorm3d_backward(dx, dy, x, y, aux, aux + d.c, &op->u.bn, d, net->last_train, op->relu, fresh);
             break;
         case NN_OP_GN:
-            groupnorm_backward(dx, dy, x, y, aux, aux + d.n * op->u.gn.groups, &op->u.gn, d, op->relu);
+            groupnorm_backward(dx, dy, x, y, aux, aux + d.n * op->u.gn.groups, &op->u.gn, d, op->relu, fresh);
             break;
         case NN_OP_MAXPOOL:
             if (dx) maxpool3d_backward(dx, dy, (const int32_t *)aux, d, to->dims);

@@ -18,6 +18,7 @@ typedef struct {
     const groupnorm *gn;
     nn_dims d;
     int train, relu;
+    int write;    // backward: dx overwritten (it holds nothing to keep), else added into
     double *buf;  // sync paths: per-channel sums (all-reduced between passes)
     double m;     // sync paths: the global count of values per channel
 } norm_ctx;
@@ -232,21 +233,26 @@ static void bnsb_dx_range(void *vc, int64_t c0, int64_t c1) {
         const float mg = (float)(k->buf[c] / k->m), mgx = (float)(k->buf[C + c] / k->m);
         for (int64_t n = 0; n < k->d.n; n++) {
             const int64_t off = (n * C + c) * sp;
+            float *dxp = k->dx + off;
             for (int64_t i = 0; i < sp; i++) {
                 float g = (!k->relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
-                k->dx[off + i] += kk * (g - mg - (x[off + i] - mu) * is * mgx);
+                const float v = kk * (g - mg - (x[off + i] - mu) * is * mgx);
+                if (k->write)
+                    dxp[i] = v;
+                else
+                    dxp[i] += v;
             }
         }
     }
 }
 
 static void bn_backward_sync(float *dx, const float *dy, const float *x, const float *y, const float *mean,
-                             const float *invstd, const batchnorm3d *l, nn_dims d, int relu) {
+                             const float *invstd, const batchnorm3d *l, nn_dims d, int relu, int write) {
     const int64_t C = d.c;
     double buf[2 * 4096 + 1];
     PL_ASSERT(C <= 4096);
     norm_ctx k = {.dx = dx, .dy = dy, .x = x, .yin = y, .cmean = mean, .cinvstd = invstd, .bn = l,
-                  .d = d, .relu = relu, .buf = buf};
+                  .d = d, .relu = relu, .write = write, .buf = buf};
     nn_parallel_for(C, norm_min_channels(d), bnsb_sum_range, &k);
     buf[2 * C] = (double)(d.n * nn_dims_spatial(d));
     l->sync(l->sync_ctx, buf, 2 * (int)C + 1);
@@ -298,7 +304,11 @@ static void bn_backward_range(void *vc, int64_t c0, int64_t c1) {
             float *dxp = dx + off;
             for (int64_t i = 0; i < sp; i++) {
                 float g = (!relu || yp[i] > 0) ? gp[i] : 0.0f;
-                dxp[i] += kk * (g - mg - (xp[i] - mu) * is * mgx);
+                const float v = kk * (g - mg - (xp[i] - mu) * is * mgx);
+                if (k->write)
+                    dxp[i] = v;
+                else
+                    dxp[i] += v;
             }
         }
     }
@@ -306,13 +316,13 @@ static void bn_backward_range(void *vc, int64_t c0, int64_t c1) {
 
 void batchnorm3d_backward(float *dx, const float *dy, const float *x, const float *y,
                           const float *mean, const float *invstd, const batchnorm3d *l,
-                          nn_dims d, int train, int relu) {
+                          nn_dims d, int train, int relu, int write) {
     if (train && l->sync) {
-        bn_backward_sync(dx, dy, x, y, mean, invstd, l, d, relu);
+        bn_backward_sync(dx, dy, x, y, mean, invstd, l, d, relu, write);
         return;
     }
     norm_ctx k = {.dx = dx, .dy = dy, .x = x, .yin = y, .cmean = mean, .cinvstd = invstd, .bn = l,
-                  .d = d, .train = train, .relu = relu};
+                  .d = d, .train = train, .relu = relu, .write = write};
     nn_parallel_for(d.c, norm_min_channels(d), bn_backward_range, &k);
 }
 
@@ -385,7 +395,11 @@ static void gn_backward_range(void *vc, int64_t g0, int64_t g1) {
                 const float gm = l->gamma[c];
                 for (int64_t i = 0; i < sp; i++) {
                     float gv = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
-                    dx[off + i] += is * (gm * gv - mg - (x[off + i] - mu) * is * mgx);
+                    const float v = is * (gm * gv - mg - (x[off + i] - mu) * is * mgx);
+                    if (k->write)
+                        dx[off + i] = v;
+                    else
+                        dx[off + i] += v;
                 }
             }
         }
@@ -393,8 +407,8 @@ static void gn_backward_range(void *vc, int64_t g0, int64_t g1) {
 
 void groupnorm_backward(float *dx, const float *dy, const float *x, const float *y,
                         const float *mean, const float *invstd, const groupnorm *l, nn_dims d,
-                        int relu) {
+                        int relu, int write) {
     norm_ctx k = {.dx = dx, .dy = dy, .x = x, .yin = y, .cmean = mean, .cinvstd = invstd, .gn = l,
-                  .d = d, .relu = relu};
+                  .d = d, .relu = relu, .write = write};
     nn_parallel_for(l->groups, gn_min_groups(d, l->groups), gn_backward_range, &k);
 }

@@ -27,11 +27,12 @@ typedef struct {
 // eval: running statistics, nothing updated (mean/invstd still written).
 void batchnorm3d_forward(float *y, float *mean, float *invstd, const float *x,
                          const batchnorm3d *l, nn_dims d, int train, int relu);
-// dx += dL/dx (skipped when NULL), dgamma/dbeta += ...; y is the forward output (for the ReLU
-// mask when relu). For a forward in eval mode pass train = 0 (statistics are constants).
+// dx += dL/dx (skipped when NULL; with write, dx = dL/dx: its content is not read),
+// dgamma/dbeta += ...; y is the forward output (for the ReLU mask when relu). For a forward in
+// eval mode pass train = 0 (statistics are constants).
 void batchnorm3d_backward(float *dx, const float *dy, const float *x, const float *y,
                           const float *mean, const float *invstd, const batchnorm3d *l,
-                          nn_dims d, int train, int relu);
+                          nn_dims d, int train, int relu, int write);
 
 typedef struct {
     int64_t c, groups;
@@ -42,6 +43,7 @@ typedef struct {
 // Statistics per (sample, group) over (C/groups, D, H, W); mean/invstd are (N, groups).
 void groupnorm_forward(float *y, float *mean, float *invstd, const float *x, const groupnorm *l,
                        nn_dims d, int relu);
+// Same contract as batchnorm3d_backward (dx added into, or overwritten with write).
 void groupnorm_backward(float *dx, const float *dy, const float *x, const float *y,
                         const float *mean, const float *invstd, const groupnorm *l, nn_dims d,
-                        int relu);
+                        int relu, int write);

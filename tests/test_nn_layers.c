@@ -62,7 +62,7 @@ static void test_batchnorm(pl_rng *rng) {
     tu_check_near("BN eval leaves running_mean", rm, 0.25, 0);
     // eval backward: dx = gamma*invstd*dy
     float dy[4] = {1, -1, 2, 0}, dx[4] = {0};
-    batchnorm3d_backward(dx, dy, x, y, &mean, &invstd, &l, d, 0, 0);
+    batchnorm3d_backward(dx, dy, x, y, &mean, &invstd, &l, d, 0, 0, 0);
     tu_check_near("BN eval dx[2] = 2*2/sqrt(rv+eps)", dx[2], 4 / sqrt(1.06666667 + 1e-5), 2e-6);
 
     // finite differences in train mode, odd shape
@@ -74,7 +74,7 @@ static void test_batchnorm(pl_rng *rng) {
     tu_fill(xx, n, rng, -2, 3), tu_fill(r, n, rng, -1, 1), tu_fill(ga, 5, rng, 0.5, 1.5), tu_fill(be, 5, rng, -1, 1);
     batchnorm3d L = {5, 1e-5f, 0.1f, ga, be, dga, dbe, rm5, rv5, &nb5, NULL, NULL};
     batchnorm3d_forward(yy, mu, isd, xx, &L, e, 1, 0);
-    batchnorm3d_backward(gx, r, xx, yy, mu, isd, &L, e, 1, 0);
+    batchnorm3d_backward(gx, r, xx, yy, mu, isd, &L, e, 1, 0, 0);
     lctx c = {0, &L, xx, NULL, yy, r, mu, isd, NULL, e, n};
     tu_check("BN train finite-diff dx", tu_fd_check(lloss, &c, xx, gx, n, 60, 1e-2, rng), 1e-2);
     tu_check("BN train finite-diff dgamma", tu_fd_check(lloss, &c, ga, dga, 5, 5, 1e-2, rng), 1e-2);
@@ -85,8 +85,8 @@ static void test_batchnorm(pl_rng *rng) {
     batchnorm3d_forward(yy, mu, isd, xx, &L, e, 1, 0);
     batchnorm3d_forward(ym, mu, isd, xx, &L, e, 1, 1);
     for (int64_t i = 0; i < n; i++) rm_[i] = yy[i] > 0 ? r[i] : 0;
-    batchnorm3d_backward(gx, rm_, xx, yy, mu, isd, &L, e, 1, 0);
-    batchnorm3d_backward(gx2, r, xx, ym, mu, isd, &L, e, 1, 1);
+    batchnorm3d_backward(gx, rm_, xx, yy, mu, isd, &L, e, 1, 0, 0);
+    batchnorm3d_backward(gx2, r, xx, ym, mu, isd, &L, e, 1, 1, 0);
     tu_check("BN fused ReLU backward == masked plain backward", tu_rel_diff(gx2, gx, n, 1e-6), 1e-6);
     free(xx), free(yy), free(r), free(gx), free(ym), free(rm_), free(gx2);
 }
@@ -108,7 +108,7 @@ static void test_groupnorm(pl_rng *rng) {
     tu_fill(xx, n, rng, -2, 3), tu_fill(r, n, rng, -1, 1), tu_fill(g6, 6, rng, 0.5, 1.5), tu_fill(b6, 6, rng, -1, 1);
     groupnorm L = {6, 3, 1e-5f, g6, b6, dg6, db6};
     groupnorm_forward(yy, m6, s6, xx, &L, e, 0);
-    groupnorm_backward(gx, r, xx, yy, m6, s6, &L, e, 0);
+    groupnorm_backward(gx, r, xx, yy, m6, s6, &L, e, 0, 0);
     lctx c = {1, &L, xx, NULL, yy, r, m6, s6, NULL, e, n};
     tu_check("GN finite-diff dx", tu_fd_check(lloss, &c, xx, gx, n, 60, 1e-2, rng), 1e-2);
     tu_check("GN finite-diff dgamma", tu_fd_check(lloss, &c, g6, dg6, 6, 6, 1e-2, rng), 1e-2);
@@ -117,8 +117,8 @@ static void test_groupnorm(pl_rng *rng) {
     memset(gx, 0, (size_t)n * 4);
     groupnorm_forward(ym, m6, s6, xx, &L, e, 1);
     for (int64_t i = 0; i < n; i++) rm_[i] = yy[i] > 0 ? r[i] : 0;
-    groupnorm_backward(gx, rm_, xx, yy, m6, s6, &L, e, 0);
-    groupnorm_backward(gx2, r, xx, ym, m6, s6, &L, e, 1);
+    groupnorm_backward(gx, rm_, xx, yy, m6, s6, &L, e, 0, 0);
+    groupnorm_backward(gx2, r, xx, ym, m6, s6, &L, e, 1, 0);
     tu_check("GN fused ReLU backward == masked plain backward", tu_rel_diff(gx2, gx, n, 1e-6), 1e-6);
     free(xx), free(yy), free(r), free(gx), free(ym), free(rm_), free(gx2);
 }
@@ -432,11 +432,11 @@ static void test_norm_threads(pl_rng *rng) {
             if (kind == 0) {
                 batchnorm3d l = {16, 1e-5f, 0.1f, g, b, dg[t], db[t], rm, rv, &nbt, NULL, NULL};
                 batchnorm3d_forward(y[t], st[t], st[t] + 16, x, &l, d, 1, 1);
-                batchnorm3d_backward(dx[t], dy, x, y[t], st[t], st[t] + 16, &l, d, 1, 1);
+                batchnorm3d_backward(dx[t], dy, x, y[t], st[t], st[t] + 16, &l, d, 1, 1, 0);
             } else {
                 groupnorm l = {16, 4, 1e-5f, g, b, dg[t], db[t]};
                 groupnorm_forward(y[t], st[t], st[t] + 8, x, &l, d, 1);
-                groupnorm_backward(dx[t], dy, x, y[t], st[t], st[t] + 8, &l, d, 1);
+                groupnorm_backward(dx[t], dy, x, y[t], st[t], st[t] + 8, &l, d, 1, 0);
             }
         }
         diff += tu_rel_diff(y[1], y[0], n, 1) + tu_rel_diff(dx[1], dx[0], n, 1);
@@ -471,7 +471,7 @@ static void test_norm_threads(pl_rng *rng) {
             memset(sdg[t], 0, sizeof sdg[t]), memset(sdb[t], 0, sizeof sdb[t]);
             batchnorm3d l = {16, 1e-5f, 0.1f, g, b, sdg[t], sdb[t], rm, rv, &nbt, t < 2 ? one_replica : NULL, NULL};
             batchnorm3d_forward(ys[t], sst[t], sst[t] + 16, x, &l, d, 1, 1);
-            batchnorm3d_backward(dxs[t], dy, x, ys[t], sst[t], sst[t] + 16, &l, d, 1, 1);
+            batchnorm3d_backward(dxs[t], dy, x, ys[t], sst[t], sst[t] + 16, &l, d, 1, 1, 0);
         }
         double dt = tu_rel_diff(ys[1], ys[0], n, 1) + tu_rel_diff(dxs[1], dxs[0], n, 1) +
                     tu_rel_diff(sdg[1], sdg[0], 16, 1) + tu_rel_diff(sdb[1], sdb[0], 16, 1);
@@ -480,6 +480,33 @@ static void test_norm_threads(pl_rng *rng) {
                     tu_rel_diff(sdg[0], sdg[2], 16, 1) + tu_rel_diff(sdb[0], sdb[2], 16, 1);
         tu_check("sync BN (1 replica) == local BN", dl, 1e-5);
         for (int t = 0; t < 3; t++) free(ys[t]), free(dxs[t]);
+    }
+
+    // write (the net passes it for a gradient's first use): dx full of NaN overwritten gives the
+    // same bits as dx of zeros added into, for BN, sync BN and GN at 2 threads
+    {
+        double dw = 0;
+        nn_set_threads(2);
+        for (int kind = 0; kind < 3; kind++) {
+            float *ya = tu_alloc(n), *add = tu_alloc(n), *wr = tu_alloc(n), s2[64], dgx[16] = {0}, dbx[16] = {0};
+            for (int64_t i = 0; i < n; i++) wr[i] = NAN;
+            for (int w = 0; w < 2; w++) {
+                float *dxw = w ? wr : add;
+                if (kind < 2) {
+                    batchnorm3d l = {16, 1e-5f, 0.1f, g, b, dgx, dbx, rm, rv, &nbt, kind ? one_replica : NULL, NULL};
+                    batchnorm3d_forward(ya, s2, s2 + 16, x, &l, d, 1, 1);
+                    batchnorm3d_backward(dxw, dy, x, ya, s2, s2 + 16, &l, d, 1, 1, w);
+                } else {
+                    groupnorm l = {16, 4, 1e-5f, g, b, dgx, dbx};
+                    groupnorm_forward(ya, s2, s2 + 8, x, &l, d, 1);
+                    groupnorm_backward(dxw, dy, x, ya, s2, s2 + 8, &l, d, 1, w);
+                }
+            }
+            dw += memcmp(add, wr, (size_t)n * sizeof(float)) != 0;
+            free(ya), free(add), free(wr);
+        }
+        nn_set_threads(0);
+        tu_check("BN, sync BN, GN backward with write: NaN-filled dx == zeros added into (bitwise)", dw, 0);
     }
 
     // SGD and gradient clipping over 300k floats (several 64k blocks): 2 threads == 1 thread
