@@ -645,14 +645,15 @@ static int conv3d_table_find(const conv3d_shape *s, nn_dims in, int threads) {
     return -1;
 }
 
-// Sets the record's engine (adding it); a failed allocation just leaves the key undecided.
-static void conv3d_table_set(const conv3d_shape *s, nn_dims in, int threads, conv3d_engine e) {
+// Sets the record's engine (adding it): 0, or PL_ENOMEM when the table could not grow (the key
+// stays undecided: a layer's own decision is then made again at its next use).
+static int conv3d_table_set(const conv3d_shape *s, nn_dims in, int threads, conv3d_engine e) {
     int i = conv3d_table_find(s, in, threads);
     if (i < 0) {
         if (g_eng.n == g_eng.cap) {
             int cap = g_eng.cap ? 2 * g_eng.cap : 32;
             conv3d_engine_record *p = pl_realloc(g_eng.rec, (size_t)cap * sizeof(*p), "conv3d engine table");
-            if (!p) return;
+            if (!p) return PL_ENOMEM;
             g_eng.rec = p;
             g_eng.cap = cap;
         }
@@ -663,6 +664,7 @@ static void conv3d_table_set(const conv3d_shape *s, nn_dims in, int threads, con
         g_eng.rec[i].threads = threads;
     }
     g_eng.rec[i].engine = e;
+    return 0;
 }
 
 int conv3d_engine_table_export(conv3d_engine_record *rec, int max) {
@@ -681,8 +683,8 @@ int conv3d_engine_table_import(const conv3d_engine_record *rec, int n) {
             rc = pl_fail(PL_EINVAL, "conv3d engine table: record %d has engine %d", i, (int)rec[i].engine);
             break;
         }
-        conv3d_table_set(&rec[i].sh, rec[i].in, rec[i].threads,
-                         conv3d_dnnl_available() ? (conv3d_engine)rec[i].engine : CONV3D_ENGINE_GEMM);
+        rc = conv3d_table_set(&rec[i].sh, rec[i].in, rec[i].threads,
+                              conv3d_dnnl_available() ? (conv3d_engine)rec[i].engine : CONV3D_ENGINE_GEMM);
     }
     pthread_mutex_unlock(&g_eng.lock);
     return rc;
@@ -807,7 +809,7 @@ conv3d_engine conv3d_engine_for(const conv3d *l, const float *in, nn_dims in_dim
         e = conv3d_gemm_by_rule(&l->sh) ? CONV3D_ENGINE_GEMM : CONV3D_ENGINE_DNNL;
     }
     pthread_mutex_lock(&g_eng.lock);
-    conv3d_table_set(&l->sh, in_dims, threads, e);
+    (void)conv3d_table_set(&l->sh, in_dims, threads, e);  // not recorded: decided again next time
     pthread_mutex_unlock(&g_eng.lock);
     return e;
 }
@@ -819,7 +821,7 @@ static void conv3d_dnnl_failed(const conv3d *l, nn_dims in_dims) {
     conv3d_key_text(key, sizeof(key), &l->sh, in_dims, threads);
     LOG_WARN("conv3d: oneDNN failed for %s, using gemm (%s)", key, pl_last_error());
     pthread_mutex_lock(&g_eng.lock);
-    conv3d_table_set(&l->sh, in_dims, threads, CONV3D_ENGINE_GEMM);
+    (void)conv3d_table_set(&l->sh, in_dims, threads, CONV3D_ENGINE_GEMM);  // not recorded: tried again
     pthread_mutex_unlock(&g_eng.lock);
 }
 

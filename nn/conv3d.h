@@ -76,7 +76,9 @@ conv3d_engine conv3d_engine_for(const conv3d *l, const float *in, nn_dims in_dim
                                 size_t ws_floats);
 // The decisions made so far, as a flat record list (for ranks to adopt rank 0's): export
 // writes up to max records and returns how many there are; import sets (overrides) each
-// record's engine. Forgetting them all: conv3d_engine_reset (also frees oneDNN's cache).
+// record's engine: 0, PL_EINVAL (a record with another engine) or PL_ENOMEM (the table could
+// not grow); on an error the records before the failing one are set. Forgetting them all:
+// conv3d_engine_reset (also frees oneDNN's cache).
 typedef struct {
     conv3d_shape sh;
     nn_dims in;

@@ -7,6 +7,7 @@
 #endif
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -89,20 +90,30 @@ void pl_assert_fail(const char *expr, const char *file, int line) {
     abort();
 }
 
+static _Atomic int g_alloc_armed;
+static _Atomic long g_alloc_left;
+
+void pl_alloc_fail_after(long n) {
+    g_alloc_left = n;
+    g_alloc_armed = n >= 0;
+}
+
+static int pl_alloc_refused(void) { return g_alloc_armed && atomic_fetch_sub(&g_alloc_left, 1) <= 0; }
+
 void *pl_malloc(size_t bytes, const char *what) {
-    void *p = malloc(bytes ? bytes : 1);
+    void *p = pl_alloc_refused() ? NULL : malloc(bytes ? bytes : 1);
     if (!p) pl_fail(PL_ENOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
     return p;
 }
 
 void *pl_calloc(size_t n, size_t size, const char *what) {
-    void *p = calloc(n ? n : 1, size ? size : 1);
+    void *p = pl_alloc_refused() ? NULL : calloc(n ? n : 1, size ? size : 1);
     if (!p) pl_fail(PL_ENOMEM, "out of memory allocating %zu x %zu bytes for %s", n, size, what);
     return p;
 }
 
 void *pl_realloc(void *p, size_t bytes, const char *what) {
-    void *q = realloc(p, bytes ? bytes : 1);
+    void *q = pl_alloc_refused() ? NULL : realloc(p, bytes ? bytes : 1);
     if (!q) pl_fail(PL_ENOMEM, "out of memory growing %s to %zu bytes", what, bytes);
     return q;
 }

@@ -46,6 +46,10 @@ _Noreturn void pl_assert_fail(const char *expr, const char *file, int line);
 void *pl_malloc(size_t bytes, const char *what);
 void *pl_calloc(size_t n, size_t size, const char *what);
 void *pl_realloc(void *p, size_t bytes, const char *what);
+// Fault injection for tests: after n more successful pl_malloc / pl_calloc / pl_realloc calls
+// (any thread), every further one fails as if out of memory (realloc leaves its block alone);
+// n < 0 turns it off (the default). Sanitizer builds cannot take an address-space limit instead.
+void pl_alloc_fail_after(long n);
 char *pl_strdup(const char *s);
 
 // Logging: one event per line on stderr, "[rank R] LEVEL message"; rank -1 = no tag.

@@ -11,7 +11,8 @@
 //  2. The engine switch: "dnnl" runs a layer on oneDNN (a primitive is cached), "gemm" never
 //     does; "auto" decides once per (shape, input, threads), logs "engine auto ... -> X" at
 //     INFO (captured from stderr), does not touch the layer's gradients while measuring, and
-//     its decision table round-trips through export/import; a bad engine name is PL_EINVAL.
+//     its decision table round-trips through export/import; a bad engine name is PL_EINVAL; an
+//     import the table cannot grow for (pl_alloc_fail_after) is PL_ENOMEM.
 //  3. A few SGD steps of a small ResNet3D-18 (width 1/8, BN) give the same losses with engine
 //     gemm, dnnl and auto (1e-4 relative), and the same parameters after the steps (1e-4).
 #include <unistd.h>
@@ -281,6 +282,33 @@ static void check_engines(pl_rng *rng) {
     free(x), free(w), free(b), free(dw), free(db), free(y), free(y_ref), free(ws), free(dw_keep);
 }
 
+// The engine table's import when the table cannot grow (pl's allocation fault injection): it says
+// so (PL_ENOMEM) instead of returning 0 with records dropped, which would let a rank of the trainer
+// keep its own choices while the others adopt rank 0's; the records before the failure are set.
+static void check_import_enomem(void) {
+    conv3d_engine_reset();
+    enum { N = 40 };  // the table starts with room for 32
+    conv3d_engine_record rec[N];
+    memset(rec, 0, sizeof rec);
+    for (int i = 0; i < N; i++) {
+        rec[i].sh = conv3d_shape_make(8, 8, (int64_t[3]){3, 3, 3}, (int64_t[3]){1, 1, 1}, (int64_t[3]){1, 1, 1}, 1, 0);
+        rec[i].in = nn_dims_make(1, 8, 3, 8, 8);
+        rec[i].threads = i + 1;  // N distinct keys
+        rec[i].engine = CONV3D_ENGINE_GEMM;
+    }
+    pl_quiet_begin();
+    pl_alloc_fail_after(1);  // the first growth (room for 32) succeeds, the second fails
+    const int rc = conv3d_engine_table_import(rec, N);
+    pl_alloc_fail_after(-1);
+    pl_quiet_end();
+    tu_check("engine table: import that cannot grow the table is PL_ENOMEM", rc == PL_ENOMEM ? 0 : 1, 0);
+    tu_check("engine table: the 32 records before the failure are set",
+             fabs(conv3d_engine_table_export(NULL, 0) - 32.0), 0);
+    tu_check("engine table: import after the fault is off takes all 40",
+             conv3d_engine_table_import(rec, N) == 0 && conv3d_engine_table_export(NULL, 0) == N ? 0 : 1, 0);
+    conv3d_engine_reset();
+}
+
 // SGD steps of a small ResNet3DV1c-18; losses[steps], final params copied to *params.
 static void train_steps(conv3d_engine e, double *losses, int steps, float **params, size_t *nparams) {
     conv3d_engine_reset();
@@ -383,6 +411,7 @@ static void check_training_engines(void) {
 int main(void) {
     tu_check("this build has oneDNN (MP3D_DNNL)", conv3d_dnnl_available() ? 0 : 1, 0);
     if (!conv3d_dnnl_available()) return tu_finish("test_nn_dnnl");
+    check_import_enomem();
     pl_rng rng;
     pl_rng_seed(&rng, 17);
     nn_set_threads(1);
