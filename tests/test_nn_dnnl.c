@@ -7,7 +7,8 @@
 //     backward-data alone changes din only; the engine "dnnl" through conv3d_backward (passes
 //     without a direct oneDNN kernel on the sgemm path: the stem's dW; dW by kernel taps for
 //     256->448 on (2,256,2,3,3)) gives the same sums; a
-//     32->48 layer whose blocked layouts go through conv3d_dnnl's own reorders, 1 and 2 threads.
+//     32->48 layer whose blocked layouts go through conv3d_dnnl's own reorders (3x3x3 and 1x1x1,
+//     with and without streaming stores), 1 and 2 threads.
 //  2. The engine switch: "dnnl" runs a layer on oneDNN (a primitive is cached), "gemm" never
 //     does; "auto" decides once per (shape, input, threads), logs "engine auto ... -> X" at
 //     INFO (captured from stderr), does not touch the layer's gradients while measuring, and
@@ -444,11 +445,18 @@ int main(void) {
         // spatial 40 = 2 x 16 + 8 (the blocked -> plain rows in 16s and a tail of 8), 90, 27
         const int64_t stream_min = conv3d_dnnl_set_stream_min(0);
         const conv_case st[] = {{"k333 p1 32->48 N2 (2,32,2,4,5), streaming stores", 32, 48, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 32, 2, 4, 5}},
-                                {"k333 p1 32->48 N2 (2,32,3,6,5), streaming stores", 32, 48, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 32, 3, 6, 5}}};
-        for (int i = 0; i < 2; i++) dnnl_case(&st[i], &rng);
+                                {"k333 p1 32->48 N2 (2,32,3,6,5), streaming stores", 32, 48, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {2, 32, 3, 6, 5}},
+                                {"k111 32->48 N2 (2,32,3,6,5), streaming stores", 32, 48, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 1, {2, 32, 3, 6, 5}}};
+        for (int i = 0; i < 3; i++) dnnl_case(&st[i], &rng);
         nn_set_threads(1);
-        for (int i = 0; i < 2; i++) dnnl_case(&st[i], &rng);
+        for (int i = 0; i < 3; i++) dnnl_case(&st[i], &rng);
         conv3d_dnnl_set_stream_min(stream_min);
+        // 1x1x1 weights in blocked layouts: each 16x16 tile in one transpose (or row copies)
+        const conv_case pw = {"k111 32->48 N2 (2,32,3,6,5), own reorders", 32, 48, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, 1, 0, {2, 32, 3, 6, 5}};
+        dnnl_case(&pw, &rng);
+        nn_set_threads(2);
+        dnnl_case(&pw, &rng);
+        nn_set_threads(1);
         printf("own reorders in the 32->48 cases: %ld\n", conv3d_dnnl_own_reorders() - own0);
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx2"))
