@@ -23,6 +23,9 @@ typedef struct {
     double m;     // sync paths: the global count of values per channel
 } norm_ctx;
 
+// A backward's dx element: written (write) or added into.
+static inline void norm_put(float *dx, float v, int write) { *dx = write ? v : *dx + v; }
+
 // Channel sums over one plane in 8 interleaved double lanes, added in a fixed order at the end:
 // the compiler can vectorise them (a single running double sum is one long dependency chain),
 // and the bits do not depend on the thread count. NL = lanes.
@@ -237,10 +240,7 @@ static void bnsb_dx_range(void *vc, int64_t c0, int64_t c1) {
             for (int64_t i = 0; i < sp; i++) {
                 float g = (!k->relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
                 const float v = kk * (g - mg - (x[off + i] - mu) * is * mgx);
-                if (k->write)
-                    dxp[i] = v;
-                else
-                    dxp[i] += v;
+                norm_put(&dxp[i], v, k->write);
             }
         }
     }
@@ -305,10 +305,7 @@ static void bn_backward_range(void *vc, int64_t c0, int64_t c1) {
             for (int64_t i = 0; i < sp; i++) {
                 float g = (!relu || yp[i] > 0) ? gp[i] : 0.0f;
                 const float v = kk * (g - mg - (xp[i] - mu) * is * mgx);
-                if (k->write)
-                    dxp[i] = v;
-                else
-                    dxp[i] += v;
+                norm_put(&dxp[i], v, k->write);
             }
         }
     }
@@ -396,10 +393,7 @@ static void gn_backward_range(void *vc, int64_t g0, int64_t g1) {
                 for (int64_t i = 0; i < sp; i++) {
                     float gv = (!relu || y[off + i] > 0) ? dy[off + i] : 0.0f;
                     const float v = is * (gm * gv - mg - (x[off + i] - mu) * is * mgx);
-                    if (k->write)
-                        dx[off + i] = v;
-                    else
-                        dx[off + i] += v;
+                    norm_put(&dx[off + i], v, k->write);
                 }
             }
         }

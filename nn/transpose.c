@@ -117,7 +117,7 @@ __attribute__((target("avx2"))) static void tr_staged(const float *src, int64_t 
         tr_avx2(src + c0, ss, stage, rows, rows, nc, 0);
         float *d = dst + c0 * rows;
         int64_t head = (int64_t)((32 - (uintptr_t)d % 32) % 32) / 4;  // floats before a 32-byte boundary
-        if ((uintptr_t)d % 4 || head > n) head = n;
+        if (head > n) head = n;
         int64_t i = 0;
         for (; i < head; i++) d[i] = stage[i];
         for (; i + 8 <= n; i += 8) _mm256_stream_ps(d + i, _mm256_loadu_ps(stage + i));
